@@ -3,7 +3,9 @@
 
 use std::{env, path::PathBuf};
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 6] = [
+    "proto/order_queue.proto",
+    "proto/raft.proto",
     "proto/order.proto",
     "proto/fraud_detection.proto",
     "proto/transaction_verification.proto",

@@ -1,1 +1,26 @@
-//! (being written)
+//! The bookstore's three gRPC backends: fraud detection, transaction verification and
+//! suggestions, as one library and three thin binaries (`src/bin/`).
+//!
+//! Pure rules, no I/O, time handed in by the caller:
+//! - [`verification`]: is the order complete and is the card valid? Every failing rule.
+//! - [`fraud`]: the weighted fraud rules and the bounded card-velocity table they keep.
+//! - [`catalogue`]: the book catalogue (embedded `data/books.json`, or a file) and its checks.
+//! - [`suggestions`]: which books to suggest for an order's items.
+//!
+//! Serving:
+//! - [`server`]: the one way every backend binds, serves (with health and reflection) and stops.
+//! - [`verification_service`], [`fraud_service`], [`suggestions_service`]: the tonic handlers,
+//!   which only translate between protobuf and the pure modules, and log each request.
+//! - [`error`]: the crate's error type.
+
+pub mod catalogue;
+pub mod error;
+pub mod fraud;
+pub mod fraud_service;
+pub mod server;
+pub mod suggestions;
+pub mod suggestions_service;
+pub mod verification;
+pub mod verification_service;
+
+pub use error::{Error, Result};

@@ -3,6 +3,8 @@
 //! Logs go to stdout, one line per event. `LOG_FORMAT=json` switches to one JSON object per line
 //! (what tests and log shippers parse); `RUST_LOG` filters as usual and defaults to `info`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt};
 
 /// Installs the global subscriber for the service called `service`; every line carries that name
@@ -10,7 +12,12 @@ use tracing_subscriber::{EnvFilter, fmt};
 pub fn init(service: &'static str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
-    let builder = fmt().with_env_filter(filter).with_target(false);
+    // Colours only for a person at a terminal; files and pipes get plain text.
+    let ansi = std::io::stdout().is_terminal();
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     let installed = if json {
         builder.json().flatten_event(true).try_init()
     } else {

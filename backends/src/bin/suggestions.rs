@@ -1,0 +1,33 @@
+//! The suggestions backend: parses flags, sets up logging and serves
+//! [`backends::suggestions_service`] until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use backends::server;
+use backends::suggestions_service::{self, SuggestionsConfig};
+use clap::Parser;
+
+/// Suggests books related to an order's items, over gRPC.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to serve gRPC on; port 0 picks a free port (logged on the `listening` line).
+    #[arg(long, env = "SUGGESTIONS_LISTEN", default_value = "0.0.0.0:50053")]
+    listen: SocketAddr,
+    /// A JSON catalogue to use instead of the built-in one (same shape as `data/books.json`).
+    #[arg(long, env = "SUGGESTIONS_CATALOGUE")]
+    catalogue: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    bookstore_common::telemetry::init(suggestions_service::NAME);
+    let config = SuggestionsConfig {
+        catalogue: args.catalogue,
+    };
+    let listener = server::bind(args.listen).await?;
+    suggestions_service::run(listener, config, bookstore_common::shutdown::signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! How every backend listens, serves and stops, so that the three binaries behave alike.
+//!
+//! [`bind`] takes the listen address (port 0 picks a free port); [`serve`] logs
+//! `listening` with the bound `addr` (test harnesses and scripts parse that line), then serves
+//! the backend's routes together with the standard gRPC health service (the backend reported
+//! SERVING) and server reflection (v1 and v1alpha, so `grpcurl -plaintext HOST:PORT list`
+//! works), until the `shutdown` future resolves. It then reports NOT_SERVING, lets in-flight
+//! calls finish, and logs `stopped`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::{Error, Result};
+
+/// Binds the listen address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serves `routes`, the gRPC service called `service_name` (for example
+/// `"bookstore.FraudDetection"`), with health and reflection on `listener` until `shutdown`
+/// resolves.
+pub async fn serve(
+    listener: TcpListener,
+    service_name: &'static str,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(service_name, ServingStatus::Serving)
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(bookstore_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let draining = async {
+        shutdown.await;
+        // Tell health checkers first, so that they stop sending before the server stops.
+        health
+            .set_service_status(service_name, ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tracing::info!(service = service_name, "stopping");
+    };
+
+    tracing::info!(service = service_name, addr = %local_addr, "listening");
+    Server::builder()
+        .add_routes(routes)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), draining)
+        .await?;
+    tracing::info!(service = service_name, "stopped");
+    Ok(())
+}

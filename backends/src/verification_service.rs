@@ -1,0 +1,70 @@
+//! The transaction-verification gRPC service: translates `VerifyTransaction` calls for the
+//! [`verification`](crate::verification) rules, with today's date from the local clock, and logs
+//! each request and answer (never the card number beyond its last four digits, nor the CVV).
+
+use std::future::Future;
+
+use bookstore_proto::transaction_verification_server::{
+    SERVICE_NAME, TransactionVerification, TransactionVerificationServer,
+};
+use bookstore_proto::{
+    VerifyTransactionRequest, VerifyTransactionResponse, mask_card_number, order_id_of,
+};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::{Request, Response, Status};
+
+use crate::verification::verify;
+use crate::{Result, server};
+
+/// The service name the transaction-verification binary logs under.
+pub const NAME: &str = "transaction-verification";
+
+/// Answers `VerifyTransaction`; it keeps no state.
+#[derive(Debug, Default)]
+pub struct VerificationService;
+
+#[tonic::async_trait]
+impl TransactionVerification for VerificationService {
+    async fn verify_transaction(
+        &self,
+        request: Request<VerifyTransactionRequest>,
+    ) -> Result<Response<VerifyTransactionResponse>, Status> {
+        let order_id = order_id_of(&request).to_owned();
+        let Some(order) = request.into_inner().order else {
+            tracing::warn!(
+                order_id,
+                "verification refused: the request carries no order"
+            );
+            return Err(Status::invalid_argument(
+                "VerifyTransactionRequest.order is missing: send the order to verify",
+            ));
+        };
+        let card = order
+            .credit_card
+            .as_ref()
+            .map(|card| mask_card_number(&card.number))
+            .unwrap_or_default();
+        tracing::info!(
+            order_id,
+            card,
+            items = order.items.len(),
+            "verification received"
+        );
+        let today = chrono::Local::now().date_naive();
+        let reasons = verify(&order, today);
+        let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
+        let approved = reasons.is_empty();
+        tracing::info!(order_id, approved, reasons = %codes.join(","), "verification answered");
+        Ok(Response::new(VerifyTransactionResponse {
+            approved,
+            reasons,
+        }))
+    }
+}
+
+/// Serves transaction verification on `listener` until `shutdown` resolves.
+pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let service = TransactionVerificationServer::new(VerificationService);
+    server::serve(listener, SERVICE_NAME, Routes::new(service), shutdown).await
+}

@@ -1,0 +1,371 @@
+//! The REST bodies of `POST /checkout` (the course's `CheckoutRequest`) and of its answer, and
+//! their conversion to the protobuf [`Order`] the backends receive.
+//!
+//! Parsing checks shapes and types only; whether the order is acceptable (a valid card, items
+//! present, terms accepted) is the backends' decision, which comes back as reasons.
+
+use bookstore_proto as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// The body of `POST /checkout`. `user`, `creditCard` and `items` are required; the rest may be
+/// left out. Unknown fields are ignored, as the course's pages send extra ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutRequest {
+    pub user: User,
+    pub credit_card: CreditCard,
+    pub items: Vec<Item>,
+    #[serde(default)]
+    pub user_comment: String,
+    #[serde(default)]
+    pub discount_code: String,
+    #[serde(default)]
+    pub shipping_method: String,
+    #[serde(default)]
+    pub gift_message: String,
+    #[serde(default)]
+    pub billing_address: Address,
+    #[serde(default)]
+    pub gift_wrapping: bool,
+    /// The 2025 page calls it `termsAccepted`.
+    #[serde(default, alias = "termsAccepted")]
+    pub terms_and_conditions_accepted: bool,
+    #[serde(default)]
+    pub notification_preferences: Vec<String>,
+    #[serde(default)]
+    pub device: Device,
+    #[serde(default)]
+    pub browser: Browser,
+    #[serde(default)]
+    pub app_version: String,
+    #[serde(default)]
+    pub screen_resolution: String,
+    #[serde(default)]
+    pub referrer: String,
+    #[serde(default)]
+    pub device_language: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct User {
+    pub name: String,
+    pub contact: String,
+}
+
+/// The card as typed. Its `Debug` shows only the last four digits, so a logged request leaks
+/// nothing.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CreditCard {
+    pub number: String,
+    pub expiration_date: String,
+    pub cvv: String,
+}
+
+impl std::fmt::Debug for CreditCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreditCard")
+            .field("number", &pb::mask_card_number(&self.number))
+            .field("expiration_date", &self.expiration_date)
+            .field("cvv", &"***")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Item {
+    pub name: String,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Address {
+    pub street: String,
+    pub city: String,
+    pub state: String,
+    pub zip: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Device {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub model: String,
+    pub os: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Browser {
+    pub name: String,
+    pub version: String,
+}
+
+impl CheckoutRequest {
+    /// Parses a body whatever its declared content type, naming the offending field on failure:
+    /// `400 malformed_json` when it is not JSON, `422 invalid_field` when a field has the wrong
+    /// type or a required one is missing.
+    pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let request: Self =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+                let path = error.path().to_string();
+                let inner = error.into_inner();
+                if inner.is_data() {
+                    let message = if path == "." {
+                        inner.to_string()
+                    } else {
+                        format!("{path}: {inner}")
+                    };
+                    ApiError::InvalidField(message)
+                } else {
+                    ApiError::MalformedJson(inner.to_string())
+                }
+            })?;
+        deserializer
+            .end()
+            .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+        Ok(request)
+    }
+
+    /// The order the backends receive, under the id the orchestrator gave it.
+    pub fn into_order(self, order_id: String) -> pb::Order {
+        pb::Order {
+            order_id,
+            user: Some(pb::User {
+                name: self.user.name,
+                contact: self.user.contact,
+            }),
+            credit_card: Some(pb::CreditCard {
+                number: self.credit_card.number,
+                expiration_date: self.credit_card.expiration_date,
+                cvv: self.credit_card.cvv,
+            }),
+            user_comment: self.user_comment,
+            items: self
+                .items
+                .into_iter()
+                .map(|item| pb::Item {
+                    name: item.name,
+                    quantity: item.quantity,
+                })
+                .collect(),
+            discount_code: self.discount_code,
+            shipping_method: self.shipping_method,
+            gift_message: self.gift_message,
+            billing_address: Some(pb::Address {
+                street: self.billing_address.street,
+                city: self.billing_address.city,
+                state: self.billing_address.state,
+                zip: self.billing_address.zip,
+                country: self.billing_address.country,
+            }),
+            gift_wrapping: self.gift_wrapping,
+            terms_accepted: self.terms_and_conditions_accepted,
+            notification_preferences: self.notification_preferences,
+            device: Some(pb::Device {
+                r#type: self.device.kind,
+                model: self.device.model,
+                os: self.device.os,
+            }),
+            browser: Some(pb::Browser {
+                name: self.browser.name,
+                version: self.browser.version,
+            }),
+            app_version: self.app_version,
+            screen_resolution: self.screen_resolution,
+            referrer: self.referrer,
+            device_language: self.device_language,
+        }
+    }
+}
+
+/// The answer to `POST /checkout` once the backends have decided.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutResponse {
+    pub order_id: String,
+    pub status: OrderDecision,
+    pub suggested_books: Vec<SuggestedBook>,
+    /// Why the order was rejected; empty when it was approved.
+    pub reasons: Vec<RejectionReason>,
+    /// Things that went wrong without changing the decision, such as suggestions being unavailable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum OrderDecision {
+    #[serde(rename = "Order Approved")]
+    Approved,
+    #[serde(rename = "Order Rejected")]
+    Rejected,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SuggestedBook {
+    pub book_id: String,
+    pub title: String,
+    pub author: String,
+}
+
+impl From<pb::Book> for SuggestedBook {
+    fn from(book: pb::Book) -> Self {
+        Self {
+            book_id: book.book_id,
+            title: book.title,
+            author: book.author,
+        }
+    }
+}
+
+/// One rule that rejected the order, and the backend whose rule it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RejectionReason {
+    pub service: String,
+    pub code: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl RejectionReason {
+    pub fn from_backend(service: &str, reason: pb::Reason) -> Self {
+        Self {
+            service: service.to_owned(),
+            code: reason.code,
+            field: reason.field,
+            message: reason.message,
+        }
+    }
+}
+
+/// A catalogue entry as `GET /books` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogueBook {
+    pub book_id: String,
+    pub title: String,
+    pub author: String,
+    pub genres: Vec<String>,
+    pub year: i32,
+}
+
+impl From<pb::Book> for CatalogueBook {
+    fn from(book: pb::Book) -> Self {
+        Self {
+            book_id: book.book_id,
+            title: book.title,
+            author: book.author,
+            genres: book.genres,
+            year: book.year,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"user":{"name":"Ada","contact":"ada@example.com"},
+        "creditCard":{"number":"4532015112830366","expirationDate":"12/35","cvv":"123"},
+        "items":[{"name":"The Hobbit","quantity":2}]}"#;
+
+    #[test]
+    fn a_minimal_body_parses_with_defaults_for_the_rest() {
+        let request = CheckoutRequest::from_json(MINIMAL.as_bytes()).expect("valid body");
+        assert_eq!(request.items[0].quantity, 2);
+        assert!(!request.terms_and_conditions_accepted);
+        assert!(request.billing_address.country.is_empty());
+    }
+
+    #[test]
+    fn both_names_of_the_terms_flag_are_accepted() {
+        for name in ["termsAccepted", "termsAndConditionsAccepted"] {
+            let body = MINIMAL.replacen('{', &format!("{{\"{name}\":true,"), 1);
+            let request = CheckoutRequest::from_json(body.as_bytes()).expect("valid body");
+            assert!(request.terms_and_conditions_accepted, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field_path() {
+        let body = MINIMAL.replace(r#""quantity":2"#, r#""quantity":"two""#);
+        match CheckoutRequest::from_json(body.as_bytes()) {
+            Err(ApiError::InvalidField(message)) => {
+                assert!(message.starts_with("items[0].quantity:"), "{message}")
+            }
+            other => panic!("expected InvalidField, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_required_field_is_named() {
+        let body = r#"{"user":{},"creditCard":{}}"#;
+        match CheckoutRequest::from_json(body.as_bytes()) {
+            Err(ApiError::InvalidField(message)) => {
+                assert!(message.contains("`items`"), "{message}")
+            }
+            other => panic!("expected InvalidField, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn negative_quantities_are_refused_by_type() {
+        let body = MINIMAL.replace(r#""quantity":2"#, r#""quantity":-1"#);
+        assert!(matches!(
+            CheckoutRequest::from_json(body.as_bytes()),
+            Err(ApiError::InvalidField(_))
+        ));
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_malformed() {
+        for body in [
+            "not json",
+            "{\"user\":",
+            "",
+            r#"{"user":{},"creditCard":{},"items":[]} trailing"#,
+        ] {
+            assert!(
+                matches!(
+                    CheckoutRequest::from_json(body.as_bytes()),
+                    Err(ApiError::MalformedJson(_))
+                ),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_debug_of_a_request_hides_the_card() {
+        let request = CheckoutRequest::from_json(MINIMAL.as_bytes()).expect("valid body");
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("4532015112830366"), "{shown}");
+        assert!(shown.contains("0366"), "{shown}");
+    }
+
+    #[test]
+    fn the_order_carries_every_field() {
+        let request = CheckoutRequest::from_json(MINIMAL.as_bytes()).expect("valid body");
+        let order = request.into_order("id-1".into());
+        assert_eq!(order.order_id, "id-1");
+        assert_eq!(
+            order.items,
+            vec![pb::Item {
+                name: "The Hobbit".into(),
+                quantity: 2
+            }]
+        );
+        assert_eq!(
+            order.credit_card.map(|card| card.number).as_deref(),
+            Some("4532015112830366")
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The orchestrator's configuration and the function that serves it.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use crate::{backends::Backends, routes};
+
+/// Flags, each with an environment twin so that the same binary runs natively and in compose.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "orchestrator",
+    about = "The bookstore's REST API and checkout page"
+)]
+pub struct Config {
+    /// Address to serve HTTP on; port 0 picks a free port (logged as `listening`).
+    #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// The fraud detection service.
+    #[arg(
+        long,
+        env = "FRAUD_DETECTION_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub fraud_detection_addr: String,
+    /// The transaction verification service.
+    #[arg(
+        long,
+        env = "TRANSACTION_VERIFICATION_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub transaction_verification_addr: String,
+    /// The suggestions service.
+    #[arg(
+        long,
+        env = "SUGGESTIONS_ADDR",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub suggestions_addr: String,
+    /// How long each backend call may take, in milliseconds, before the checkout gives up on it.
+    #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 2000)]
+    pub backend_timeout_ms: u64,
+}
+
+impl Config {
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend_timeout_ms)
+    }
+}
+
+/// Serves the orchestrator until `shutdown` resolves, then finishes the requests in flight.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let backends = Backends::connect_lazy(&config).context("invalid backend address")?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!(service = "orchestrator", %addr, "listening");
+    axum::serve(listener, routes::app(backends))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!(service = "orchestrator", "stopped");
+    Ok(())
+}

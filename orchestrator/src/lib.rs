@@ -1,0 +1,16 @@
+//! The orchestrator: the bookstore's REST API and checkout page.
+//!
+//! - [`routes`]: the axum router ([`routes::app`]) and its handlers, one per endpoint.
+//! - [`checkout`]: the REST request and response bodies, and their conversion to protobuf.
+//! - [`backends`]: the gRPC clients of the three backends and the concurrent fan-out of a checkout.
+//! - [`error`]: [`ApiError`], the one place where a failure becomes an HTTP status and body.
+//! - [`config`]: command-line flags with environment twins, and [`run`] that serves them.
+
+pub mod backends;
+pub mod checkout;
+pub mod config;
+pub mod error;
+pub mod routes;
+
+pub use config::{Config, run};
+pub use error::ApiError;

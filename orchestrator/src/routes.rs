@@ -1,0 +1,287 @@
+//! The HTTP surface: [`app`] builds the router; each handler is named for its resource and verb.
+//!
+//! Every route runs under a request timeout, permissive CORS (the page may be served from
+//! elsewhere) and request tracing. Bodies are read as bytes whatever their content type, since
+//! real pages post JSON as `text/plain`.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
+    http::{Method, StatusCode, Uri, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use tower_http::{cors::CorsLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    backends::Backends,
+    checkout::{CatalogueBook, CheckoutRequest, CheckoutResponse},
+    error::ApiError,
+};
+
+/// The largest checkout body accepted; a real order is a few KiB.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Longer than any backend deadline, so that a handler always answers before the layer does.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+const PAGE: &str = include_str!("../static/index.html");
+const SCRIPT: &str = include_str!("../static/app.js");
+const STYLESHEET: &str = include_str!("../static/style.css");
+const OPENAPI: &str = include_str!("../openapi.yaml");
+
+pub fn app(backends: Backends) -> Router {
+    Router::new()
+        .route("/", get(page_get))
+        .route("/assets/app.js", get(script_get))
+        .route("/assets/style.css", get(stylesheet_get))
+        .route("/openapi.yaml", get(openapi_get))
+        .route("/health", get(health_get))
+        .route("/books", get(books_list))
+        .route("/checkout", post(checkout_create))
+        .fallback(route_missing)
+        .method_not_allowed_fallback(method_missing)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CorsLayer::permissive())
+        .layer(TraceLayer::new_for_http())
+        .with_state(backends)
+}
+
+async fn page_get() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
+}
+
+async fn script_get() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+}
+
+async fn stylesheet_get() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLESHEET,
+    )
+}
+
+async fn openapi_get() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+async fn health_get() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The body of `GET /books`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BookList {
+    pub books: Vec<CatalogueBook>,
+}
+
+async fn books_list(State(backends): State<Backends>) -> Result<Json<BookList>, ApiError> {
+    let books = backends.list_books().await?;
+    Ok(Json(BookList {
+        books: books.into_iter().map(CatalogueBook::from).collect(),
+    }))
+}
+
+async fn checkout_create(
+    State(backends): State<Backends>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CheckoutResponse>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge { limit: BODY_LIMIT }
+        } else {
+            ApiError::UnreadableBody(rejection.body_text())
+        }
+    })?;
+    let request = CheckoutRequest::from_json(&body)?;
+    let order_id = Uuid::new_v4().to_string();
+    let span = tracing::info_span!("checkout", order_id = %order_id);
+    async move {
+        tracing::info!(items = request.items.len(), "checkout received");
+        let order = request.into_order(order_id.clone());
+        backends.assess(order).await.decide(order_id)
+    }
+    .instrument(span)
+    .await
+    .map(Json)
+}
+
+async fn route_missing(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+async fn method_missing(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+    use clap::Parser;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{Config, error::ErrorBody};
+
+    /// A router whose backends listen nowhere: enough for everything decided before they are asked.
+    fn app_without_backends() -> Router {
+        let config = Config::parse_from([
+            "orchestrator",
+            "--fraud-detection-addr=http://127.0.0.1:1",
+            "--transaction-verification-addr=http://127.0.0.1:1",
+            "--suggestions-addr=http://127.0.0.1:1",
+            "--backend-timeout-ms=500",
+        ]);
+        app(Backends::connect_lazy(&config).expect("valid addresses"))
+    }
+
+    async fn send(request: Request<Body>) -> (StatusCode, Bytes) {
+        let response = app_without_backends()
+            .oneshot(request)
+            .await
+            .expect("router never fails");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, body)
+    }
+
+    async fn error_of(request: Request<Body>) -> (StatusCode, ErrorBody) {
+        let (status, body) = send(request).await;
+        let error = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("not an error body ({e}): {body:?}"));
+        (status, error)
+    }
+
+    fn checkout(body: impl Into<Body>) -> Request<Body> {
+        Request::post("/checkout")
+            .body(body.into())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_a_400_with_a_message() {
+        let (status, error) = error_of(checkout("{not json")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.error.code, "malformed_json");
+        assert!(!error.error.message.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_type_is_a_422_naming_the_field() {
+        let body = r#"{"user":{"name":1},"creditCard":{},"items":[]}"#;
+        let (status, error) = error_of(checkout(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            error.error.message.starts_with("user.name:"),
+            "{}",
+            error.error.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_a_413() {
+        let (status, error) = error_of(checkout(vec![b' '; BODY_LIMIT + 1])).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.error.code, "body_too_large");
+    }
+
+    #[tokio::test]
+    async fn unreachable_backends_give_a_503_naming_them() {
+        let body = r#"{"user":{},"creditCard":{},"items":[{"name":"The Hobbit","quantity":1}]}"#;
+        let request = Request::post("/checkout")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(body))
+            .expect("request");
+        let (status, error) = error_of(request).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            error.error.message.contains("transaction-verification"),
+            "{}",
+            error.error.message
+        );
+        assert!(
+            error.error.message.contains("fraud-detection"),
+            "{}",
+            error.error.message
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_with_the_error_body() {
+        let (status, error) = error_of(
+            Request::get("/nowhere")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(
+            (status, error.error.code.as_str()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        let (status, error) = error_of(
+            Request::get("/checkout")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(
+            (status, error.error.code.as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_page_and_the_openapi_file_are_served() {
+        let (status, body) = send(Request::get("/").body(Body::empty()).expect("request")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&body).contains("/assets/app.js"));
+        let (status, body) = send(
+            Request::get("/openapi.yaml")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&body).starts_with("openapi: 3"));
+    }
+
+    #[tokio::test]
+    async fn cors_is_open_to_any_origin() {
+        let request = Request::options("/checkout")
+            .header(header::ORIGIN, "http://shop.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .expect("request");
+        let response = app_without_backends()
+            .oneshot(request)
+            .await
+            .expect("router never fails");
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+}

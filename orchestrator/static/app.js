@@ -1,0 +1,539 @@
+// The Raft Bookstore — checkout page.
+// Plain JavaScript, no dependencies. All data from the server is written with
+// textContent / DOM nodes, never as HTML.
+(function () {
+  "use strict";
+
+  var APP_VERSION = "1.0.0";
+  var MAX_QUANTITY = 100;
+
+  var state = {
+    books: [],            // catalogue, as served by GET /books
+    booksById: {},        // bookId -> book
+    cart: [],             // [{ bookId, title, author, quantity }] in insertion order
+    badges: {},           // bookId -> element showing "n in cart" in the catalogue
+    submitting: false
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  function str(value) {
+    return value === undefined || value === null ? "" : String(value);
+  }
+
+  // ---------------------------------------------------------------- catalogue
+
+  function loadBooks() {
+    var status = $("catalogue-status");
+    status.hidden = false;
+    status.className = "muted";
+    status.textContent = "Loading the catalogue…";
+
+    fetch("/books", { headers: { "Accept": "application/json" } })
+      .then(function (response) {
+        return readJson(response).then(function (body) {
+          if (!response.ok) {
+            throw new Error(errorMessage(response, body));
+          }
+          if (!body || !Array.isArray(body.books)) {
+            throw new Error("The catalogue answer had no list of books.");
+          }
+          return body.books;
+        });
+      })
+      .then(function (books) {
+        state.books = books.filter(function (b) { return b && typeof b === "object"; });
+        state.booksById = {};
+        state.books.forEach(function (b) { state.booksById[str(b.bookId)] = b; });
+        status.hidden = true;
+        renderBooks();
+      })
+      .catch(function (err) {
+        status.hidden = false;
+        status.className = "error-inline";
+        clear(status);
+        status.appendChild(document.createTextNode("Could not load the catalogue: " + messageOf(err) + " "));
+        var retry = el("button", "link-button", "Try again");
+        retry.type = "button";
+        retry.id = "catalogue-retry";
+        retry.addEventListener("click", loadBooks);
+        status.appendChild(retry);
+        $("book-count").textContent = "";
+      });
+  }
+
+  function bookMatches(book, needle) {
+    if (!needle) return true;
+    var haystack = [
+      str(book.title), str(book.author), str(book.year),
+      Array.isArray(book.genres) ? book.genres.join(" ") : ""
+    ].join(" ").toLowerCase();
+    return needle.split(/\s+/).every(function (word) {
+      return haystack.indexOf(word) !== -1;
+    });
+  }
+
+  function renderBooks() {
+    var list = $("book-list");
+    var needle = $("book-filter").value.trim().toLowerCase();
+    clear(list);
+    state.badges = {};
+
+    var shown = 0;
+    state.books.forEach(function (book) {
+      if (!bookMatches(book, needle)) return;
+      shown += 1;
+      list.appendChild(renderBook(book));
+    });
+
+    var count = $("book-count");
+    if (state.books.length === 0) {
+      count.textContent = "";
+    } else if (shown === state.books.length) {
+      count.textContent = state.books.length + (state.books.length === 1 ? " book" : " books");
+    } else {
+      count.textContent = shown + " of " + state.books.length + " books";
+    }
+
+    if (state.books.length === 0) {
+      list.appendChild(el("li", "empty-note", "The catalogue is empty."));
+    } else if (shown === 0) {
+      list.appendChild(el("li", "empty-note", "No book matches “" + $("book-filter").value.trim() + "”."));
+    }
+  }
+
+  function renderBook(book) {
+    var id = str(book.bookId);
+    var li = el("li", "book");
+    li.setAttribute("data-book-id", id);
+
+    var info = el("div", "book-info");
+    info.appendChild(el("h3", "book-title", str(book.title)));
+    var meta = el("p", "book-meta");
+    meta.appendChild(el("span", "book-author", str(book.author)));
+    if (book.year !== undefined && book.year !== null && book.year !== "") {
+      meta.appendChild(document.createTextNode(" · "));
+      meta.appendChild(el("span", "book-year", str(book.year)));
+    }
+    info.appendChild(meta);
+    if (Array.isArray(book.genres) && book.genres.length) {
+      var genres = el("ul", "genres");
+      genres.setAttribute("aria-label", "Genres");
+      book.genres.forEach(function (g) { genres.appendChild(el("li", "genre", str(g))); });
+      info.appendChild(genres);
+    }
+    li.appendChild(info);
+
+    var actions = el("div", "book-actions");
+    var badge = el("span", "in-cart");
+    badge.setAttribute("aria-live", "polite");
+    state.badges[id] = badge;
+    updateBadge(id);
+    actions.appendChild(badge);
+
+    var button = el("button", "add-book", "Add to cart");
+    button.type = "button";
+    button.setAttribute("data-book-id", id);
+    button.setAttribute("aria-label", "Add “" + str(book.title) + "” to cart");
+    actions.appendChild(button);
+    li.appendChild(actions);
+    return li;
+  }
+
+  function updateBadge(bookId) {
+    var badge = state.badges[bookId];
+    if (!badge) return;
+    var item = findCartItem(bookId);
+    badge.textContent = item ? item.quantity + " in cart" : "";
+    badge.hidden = !item;
+  }
+
+  // --------------------------------------------------------------------- cart
+
+  function findCartItem(bookId) {
+    for (var i = 0; i < state.cart.length; i++) {
+      if (state.cart[i].bookId === bookId) return state.cart[i];
+    }
+    return null;
+  }
+
+  function addToCart(bookId) {
+    var book = state.booksById[bookId];
+    if (!book) return;
+    var item = findCartItem(bookId);
+    if (item) {
+      item.quantity = Math.min(MAX_QUANTITY, item.quantity + 1);
+    } else {
+      state.cart.push({
+        bookId: bookId,
+        title: str(book.title),
+        author: str(book.author),
+        quantity: 1
+      });
+    }
+    renderCart();
+    updateBadge(bookId);
+  }
+
+  function removeFromCart(bookId) {
+    state.cart = state.cart.filter(function (item) { return item.bookId !== bookId; });
+    renderCart();
+    updateBadge(bookId);
+  }
+
+  function renderCart() {
+    var list = $("cart-items");
+    clear(list);
+    state.cart.forEach(function (item) {
+      var li = el("li", "cart-item");
+      li.setAttribute("data-book-id", item.bookId);
+
+      var info = el("div", "cart-info");
+      info.appendChild(el("span", "cart-title", item.title));
+      info.appendChild(el("span", "cart-author", item.author));
+      li.appendChild(info);
+
+      var qtyId = "qty-" + item.bookId.replace(/[^A-Za-z0-9_-]/g, "_");
+      var label = el("label", "visually-hidden", "Quantity of " + item.title);
+      label.htmlFor = qtyId;
+      li.appendChild(label);
+      var qty = el("input", "cart-quantity");
+      qty.type = "number";
+      qty.id = qtyId;
+      qty.min = "1";
+      qty.max = String(MAX_QUANTITY);
+      qty.step = "1";
+      qty.inputMode = "numeric";
+      qty.value = String(item.quantity);
+      qty.setAttribute("data-book-id", item.bookId);
+      li.appendChild(qty);
+
+      var remove = el("button", "remove-item", "Remove");
+      remove.type = "button";
+      remove.setAttribute("data-book-id", item.bookId);
+      remove.setAttribute("aria-label", "Remove “" + item.title + "” from cart");
+      li.appendChild(remove);
+
+      list.appendChild(li);
+    });
+    $("cart-empty").hidden = state.cart.length > 0;
+    updateTotals();
+  }
+
+  function updateTotals() {
+    var total = state.cart.reduce(function (sum, item) { return sum + item.quantity; }, 0);
+    $("cart-total").textContent = String(total);
+    $("cart-total-label").textContent = total === 1 ? "book" : "books";
+    $("cart-hint").hidden = state.cart.length > 0;
+  }
+
+  // Reads a quantity input; returns a non-negative integer or null.
+  function parseQuantity(value) {
+    var text = String(value).trim();
+    if (!/^\d+$/.test(text)) return null;
+    var n = parseInt(text, 10);
+    return isFinite(n) ? n : null;
+  }
+
+  // ----------------------------------------------------------- browser facts
+
+  function browserInfo() {
+    var ua = navigator.userAgent || "";
+    var rules = [
+      ["Edge", /Edg(?:e|A|iOS)?\/([\d.]+)/],
+      ["Opera", /OPR\/([\d.]+)/],
+      ["Samsung Internet", /SamsungBrowser\/([\d.]+)/],
+      ["Firefox", /(?:Firefox|FxiOS)\/([\d.]+)/],
+      ["Chrome", /(?:HeadlessChrome|Chrome|CriOS)\/([\d.]+)/],
+      ["Safari", /Version\/([\d.]+).*Safari\//]
+    ];
+    for (var i = 0; i < rules.length; i++) {
+      var m = ua.match(rules[i][1]);
+      if (m) return { name: rules[i][0], version: m[1] };
+    }
+    return { name: "unknown", version: "" };
+  }
+
+  function deviceInfo() {
+    var ua = navigator.userAgent || "";
+    var uad = navigator.userAgentData;
+    var os = "unknown";
+    if (/Windows NT/.test(ua)) os = "Windows";
+    else if (/Android/.test(ua)) os = "Android";
+    else if (/iPhone|iPad|iPod/.test(ua)) os = "iOS";
+    else if (/Mac OS X|Macintosh/.test(ua)) os = "macOS";
+    else if (/CrOS/.test(ua)) os = "ChromeOS";
+    else if (/Linux/.test(ua)) os = "Linux";
+    if (uad && uad.platform) os = uad.platform;
+
+    var type = "desktop";
+    if (/iPad|Tablet/.test(ua) || (/Android/.test(ua) && !/Mobile/.test(ua))) type = "tablet";
+    else if ((uad && uad.mobile) || /Mobi|iPhone|iPod/.test(ua)) type = "mobile";
+
+    var model = "";
+    var m = ua.match(/Android [\d.]+; ([^;)]+)\)/) || ua.match(/\((iPhone|iPad|iPod|Macintosh)/);
+    if (m) model = m[1].trim();
+    else if (navigator.platform) model = navigator.platform;
+
+    return { type: type, model: model || "unknown", os: os };
+  }
+
+  function screenResolution() {
+    if (window.screen && screen.width && screen.height) {
+      return screen.width + "x" + screen.height;
+    }
+    return "";
+  }
+
+  // ------------------------------------------------------------------ submit
+
+  function checkedValues(name) {
+    var boxes = document.querySelectorAll('input[type="checkbox"][name="' + name + '"]');
+    var values = [];
+    for (var i = 0; i < boxes.length; i++) {
+      if (boxes[i].checked) values.push(boxes[i].value);
+    }
+    return values;
+  }
+
+  function value(id) { return $(id).value; }
+
+  function buildRequest() {
+    return {
+      user: {
+        name: value("user-name").trim(),
+        contact: value("user-contact").trim()
+      },
+      creditCard: {
+        // Spaces and dashes are only for reading; the card number is sent as digits.
+        number: value("card-number").replace(/[\s-]/g, ""),
+        expirationDate: value("card-expiry").trim(),
+        cvv: value("card-cvv").trim()
+      },
+      userComment: value("user-comment"),
+      items: state.cart.map(function (item) {
+        return { name: item.title, quantity: item.quantity };
+      }),
+      discountCode: value("discount-code").trim(),
+      shippingMethod: value("shipping-method"),
+      giftMessage: value("gift-message"),
+      billingAddress: {
+        street: value("billing-street").trim(),
+        city: value("billing-city").trim(),
+        state: value("billing-state").trim(),
+        zip: value("billing-zip").trim(),
+        country: value("billing-country").trim()
+      },
+      giftWrapping: $("gift-wrapping").checked,
+      termsAndConditionsAccepted: $("terms").checked,
+      notificationPreferences: checkedValues("notification"),
+      device: deviceInfo(),
+      browser: browserInfo(),
+      appVersion: APP_VERSION,
+      screenResolution: screenResolution(),
+      referrer: document.referrer || "",
+      deviceLanguage: navigator.language || ""
+    };
+  }
+
+  function readJson(response) {
+    return response.text().then(function (text) {
+      if (!text) return null;
+      try { return JSON.parse(text); } catch (e) { return null; }
+    });
+  }
+
+  function errorMessage(response, body) {
+    if (body && body.error && typeof body.error.message === "string" && body.error.message) {
+      return body.error.message;
+    }
+    return "The server answered " + response.status +
+      (response.statusText ? " " + response.statusText : "") + ".";
+  }
+
+  function messageOf(err) {
+    return err && err.message ? err.message : String(err);
+  }
+
+  function setSubmitting(on) {
+    state.submitting = on;
+    var button = $("submit-order");
+    button.disabled = on;
+    button.textContent = on ? "Placing order…" : "Place order";
+    $("checkout-form").setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  function showError(message) {
+    var box = $("error-message");
+    box.textContent = message;
+    box.hidden = false;
+  }
+
+  function hideError() {
+    var box = $("error-message");
+    box.hidden = true;
+    box.textContent = "";
+  }
+
+  function onSubmit(event) {
+    event.preventDefault();
+    if (state.submitting) return;
+
+    // Commit any half-typed quantities before building the request.
+    syncQuantitiesFromInputs();
+
+    var payload = buildRequest();
+    hideError();
+    $("result").hidden = true;
+    setSubmitting(true);
+
+    fetch("/checkout", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify(payload)
+    })
+      .then(function (response) {
+        return readJson(response).then(function (body) {
+          if (!response.ok) {
+            showError(errorMessage(response, body));
+            return;
+          }
+          if (!body || typeof body.status !== "string") {
+            showError("The server's answer could not be read.");
+            return;
+          }
+          showResult(body);
+        });
+      })
+      .catch(function (err) {
+        showError("Could not reach the store: " + messageOf(err));
+      })
+      .then(function () {
+        setSubmitting(false);
+      });
+  }
+
+  function syncQuantitiesFromInputs() {
+    var inputs = document.querySelectorAll("#cart-items .cart-quantity");
+    for (var i = 0; i < inputs.length; i++) {
+      var item = findCartItem(inputs[i].getAttribute("data-book-id"));
+      var n = parseQuantity(inputs[i].value);
+      if (item && n !== null) item.quantity = n;
+    }
+    updateTotals();
+  }
+
+  function showResult(body) {
+    var statusEl = $("order-status");
+    var status = str(body.status);
+    statusEl.textContent = status;
+    statusEl.className = "status " + (status === "Order Approved" ? "status-approved"
+      : status === "Order Rejected" ? "status-rejected" : "status-other");
+
+    $("order-id").textContent = str(body.orderId);
+
+    var reasons = $("rejection-reasons");
+    clear(reasons);
+    var reasonList = Array.isArray(body.reasons) ? body.reasons : [];
+    reasonList.forEach(function (reason) {
+      if (!reason || typeof reason !== "object") return;
+      var li = el("li", "reason");
+      li.appendChild(el("span", "reason-message", str(reason.message || reason.code)));
+      var details = [];
+      if (reason.field) details.push(str(reason.field));
+      if (reason.service) details.push(str(reason.service));
+      if (details.length) {
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(el("span", "reason-field", "(" + details.join(" · ") + ")"));
+      }
+      reasons.appendChild(li);
+    });
+    $("reasons-block").hidden = reasons.children.length === 0;
+
+    var warnings = $("order-warnings");
+    clear(warnings);
+    (Array.isArray(body.warnings) ? body.warnings : []).forEach(function (w) {
+      warnings.appendChild(el("li", "warning", str(w)));
+    });
+    $("warnings-block").hidden = warnings.children.length === 0;
+
+    var suggestions = $("suggested-books");
+    clear(suggestions);
+    (Array.isArray(body.suggestedBooks) ? body.suggestedBooks : []).forEach(function (book) {
+      if (!book || typeof book !== "object") return;
+      var li = el("li", "suggestion");
+      li.setAttribute("data-book-id", str(book.bookId));
+      li.appendChild(el("span", "suggestion-title", str(book.title)));
+      li.appendChild(document.createTextNode(" by "));
+      li.appendChild(el("span", "suggestion-author", str(book.author)));
+      suggestions.appendChild(li);
+    });
+    $("suggestions-block").hidden = suggestions.children.length === 0;
+
+    var result = $("result");
+    result.hidden = false;
+    if (result.scrollIntoView) {
+      result.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    }
+  }
+
+  // ------------------------------------------------------------------- wiring
+
+  function init() {
+    $("book-filter").addEventListener("input", renderBooks);
+
+    $("book-list").addEventListener("click", function (event) {
+      var button = event.target.closest ? event.target.closest(".add-book") : null;
+      if (!button) return;
+      addToCart(button.getAttribute("data-book-id"));
+    });
+
+    var cartItems = $("cart-items");
+    cartItems.addEventListener("click", function (event) {
+      var button = event.target.closest ? event.target.closest(".remove-item") : null;
+      if (!button) return;
+      removeFromCart(button.getAttribute("data-book-id"));
+    });
+    cartItems.addEventListener("input", function (event) {
+      var input = event.target;
+      if (!input.classList || !input.classList.contains("cart-quantity")) return;
+      var bookId = input.getAttribute("data-book-id");
+      var item = findCartItem(bookId);
+      var n = parseQuantity(input.value);
+      if (item && n !== null) {
+        item.quantity = n;
+        updateTotals();
+        updateBadge(bookId);
+      }
+    });
+    cartItems.addEventListener("change", function (event) {
+      var input = event.target;
+      if (!input.classList || !input.classList.contains("cart-quantity")) return;
+      var item = findCartItem(input.getAttribute("data-book-id"));
+      // Put back the last valid number if the field was left empty or garbled.
+      if (item && parseQuantity(input.value) === null) input.value = String(item.quantity);
+    });
+
+    $("checkout-form").addEventListener("submit", onSubmit);
+
+    renderCart();
+    loadBooks();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();

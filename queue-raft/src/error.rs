@@ -1,0 +1,20 @@
+//! Errors from opening the stores, before openraft is involved. Once running, the stores speak
+//! openraft's `StorageError`, which carries what failed (vote, log, snapshot) and how.
+
+use thiserror::Error;
+
+/// Why a node's storage could not be opened.
+#[derive(Debug, Error)]
+pub enum StoreOpenError {
+    /// sled could not open the database or one of its trees (for example, the path is locked by
+    /// another process, or unreadable).
+    #[error("cannot open sled storage: {0}")]
+    Sled(#[from] sled::Error),
+    /// A value persisted by an earlier run does not decode.
+    #[error("stored {what} is corrupt: {source}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: bincode::Error,
+    },
+}

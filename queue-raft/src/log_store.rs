@@ -1,0 +1,240 @@
+//! The Raft log, vote and committed log id of one node, in sled (openraft storage-v2
+//! `RaftLogStorage`).
+//!
+//! Layout in the node's `sled::Db`: tree `logs` maps a log index, as 8 big-endian bytes (so that
+//! sled's byte order is index order), to the bincode of its `Entry`; tree `meta` holds the bincode
+//! of the vote, the committed log id and the last purged log id.
+//!
+//! Invariants:
+//! - Durable before acknowledged: `append` reports entries to openraft only after sled flushed
+//!   them, and `save_vote` returns only after the vote is flushed.
+//! - `last_purged` is persisted before the entries it covers are deleted, so after any crash the
+//!   log state never reports a last log id below what was purged.
+//! - `truncate` is flushed before returning, so entries from a deposed leader cannot reappear
+//!   after a restart behind entries that replaced them.
+
+// openraft's storage traits fix the error type; the helpers here return the same one unboxed so
+// that `?` carries it through unchanged.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{NodeId, StoreOpenError, TypeConfig};
+
+const LOGS_TREE: &str = "logs";
+const META_TREE: &str = "meta";
+const VOTE_KEY: &[u8] = b"vote";
+const COMMITTED_KEY: &[u8] = b"committed";
+const LAST_PURGED_KEY: &[u8] = b"last_purged";
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// The node's Raft log store. Cloning is cheap and every clone sees the same data (sled trees are
+/// shared handles); openraft's log readers are such clones.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    logs: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    /// Opens (or creates) the node's sled database at `path` and the log store in it. The
+    /// database is locked until every clone of it is dropped; share it through [`LogStore::db`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreOpenError> {
+        let db = sled::open(path)?;
+        Ok(Self {
+            logs: db.open_tree(LOGS_TREE)?,
+            meta: db.open_tree(META_TREE)?,
+            db,
+        })
+    }
+
+    /// The node's database, for the state machine store to keep its snapshot in.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    fn read_meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        io_error: impl Fn(AnyError) -> StorageIOError<NodeId>,
+    ) -> StorageResult<Option<T>> {
+        let Some(bytes) = self
+            .meta
+            .get(key)
+            .map_err(|e| io_error(AnyError::new(&e)))?
+        else {
+            return Ok(None);
+        };
+        let value = bincode::deserialize(&bytes).map_err(|e| io_error(AnyError::new(&e)))?;
+        Ok(Some(value))
+    }
+
+    /// Writes a value to `meta` without flushing it.
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        io_error: impl Fn(AnyError) -> StorageIOError<NodeId>,
+    ) -> StorageResult<()> {
+        let bytes = bincode::serialize(value).map_err(|e| io_error(AnyError::new(&e)))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| io_error(AnyError::new(&e)))?;
+        Ok(())
+    }
+
+    async fn flush(
+        &self,
+        io_error: impl Fn(AnyError) -> StorageIOError<NodeId>,
+    ) -> StorageResult<()> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_error(AnyError::new(&e)))?;
+        Ok(())
+    }
+
+    /// Deletes every entry whose index lies in `range`, atomically.
+    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> StorageResult<()> {
+        let mut batch = sled::Batch::default();
+        for item in self.logs.range(range) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+            batch.remove(key);
+        }
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        Ok(())
+    }
+}
+
+/// The key of log index `index`: big-endian, so that keys sort as indexes do.
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn key_bound(bound: Bound<&u64>) -> Bound<[u8; 8]> {
+    match bound {
+        Bound::Included(index) => Bound::Included(log_key(*index)),
+        Bound::Excluded(index) => Bound::Excluded(log_key(*index)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn decode_entry(bytes: &[u8]) -> StorageResult<Entry<TypeConfig>> {
+    bincode::deserialize(bytes).map_err(|e| StorageIOError::read_logs(AnyError::new(&e)).into())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let keys = (key_bound(range.start_bound()), key_bound(range.end_bound()));
+        self.logs
+            .range(keys)
+            .map(|item| {
+                let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+                decode_entry(&bytes)
+            })
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.read_meta(LAST_PURGED_KEY, StorageIOError::read_logs)?;
+        let last_entry = self
+            .logs
+            .last()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        let last_log_id = match last_entry {
+            Some((_, bytes)) => Some(decode_entry(&bytes)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        self.write_meta(VOTE_KEY, vote, StorageIOError::write_vote)?;
+        self.flush(StorageIOError::write_vote).await
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.read_meta(VOTE_KEY, StorageIOError::read_vote)
+    }
+
+    /// Not flushed: the committed id only lets a restarted node re-apply its log sooner. sled
+    /// persists it within its flush interval; an older value on disk only means less re-applied,
+    /// and it is never ahead of the log, whose entries were flushed before they could commit.
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        self.write_meta(COMMITTED_KEY, &committed, StorageIOError::write)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .read_meta(COMMITTED_KEY, StorageIOError::read)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = bincode::serialize(&entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+            batch.insert(&log_key(entry.log_id.index), bytes);
+        }
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        // Durable before acknowledged: openraft counts these entries towards a commit quorum as
+        // soon as the callback runs.
+        match self.db.flush_async().await {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.clone())));
+                Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.remove_entries(log_key(log_id.index)..)?;
+        self.flush(StorageIOError::write_logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.write_meta(LAST_PURGED_KEY, &log_id, StorageIOError::write_logs)?;
+        self.flush(StorageIOError::write_logs).await?;
+        self.remove_entries(..=log_key(log_id.index))?;
+        self.flush(StorageIOError::write_logs).await
+    }
+}

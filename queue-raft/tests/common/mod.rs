@@ -1,0 +1,41 @@
+//! Helpers shared by the storage tests: stores on their own temporary directory, and entries.
+
+use openraft::testing::log_id;
+use openraft::{Entry, EntryPayload};
+use queue_raft::{Command, LogStore, OrderItem, QueuedOrder, StateMachineStore, TypeConfig};
+use tempfile::TempDir;
+
+/// Opens both stores of one node in `dir`, the way a node does: one sled database, shared.
+pub fn open_stores(dir: &TempDir) -> (LogStore, StateMachineStore) {
+    let log_store = LogStore::open(dir.path()).expect("open the log store");
+    let state_machine =
+        StateMachineStore::open(log_store.db()).expect("open the state machine store");
+    (log_store, state_machine)
+}
+
+/// A normal entry at `index` (term 1, leader node 0) carrying `command`.
+pub fn command_entry(index: u64, command: Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, 0, index),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+/// A normal entry at `index` enqueueing an order named after the index.
+pub fn enqueue_entry(index: u64) -> Entry<TypeConfig> {
+    let order = QueuedOrder::new(
+        format!("order-{index}"),
+        "Ada",
+        vec![OrderItem {
+            title: "Dune".into(),
+            quantity: 1 + (index % 3) as u32,
+        }],
+    );
+    command_entry(
+        index,
+        Command::Enqueue {
+            order,
+            now_ms: index,
+        },
+    )
+}

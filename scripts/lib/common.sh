@@ -1,0 +1,48 @@
+# Helpers shared by the scripts in scripts/; sourced, not run.
+
+# Prints a visible heading for one step of a script.
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+# Installs the Debian packages given whose commands are missing. Needs root (or sudo), as in CI.
+# Honours the caller's `install` variable: when it is "false", a missing package is an error.
+ensure_packages() {
+    local missing=()
+    local package
+    for package in "$@"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && { echo "already installed: $*"; return 0; }
+    if [[ "${install:-true}" != true ]]; then
+        echo "missing packages: ${missing[*]} (run without --no-install to install them)" >&2
+        return 1
+    fi
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    echo "installing: ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Waits until `curl` gets a success from URL, for at most SECONDS; fails naming the URL.
+wait_for_http() {
+    local url=$1 seconds=${2:-60}
+    local deadline=$((SECONDS + seconds))
+    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            echo "no answer from $url after ${seconds}s" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# Fails when something already listens on the TCP port given.
+require_free_port() {
+    local port=$1
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use; stop what listens there first" >&2
+        return 1
+    fi
+}
