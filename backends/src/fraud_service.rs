@@ -12,7 +12,9 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
 use crate::fraud::{FraudConfig, FraudEngine};
-use crate::{Result, server};
+use bookstore_common::grpc;
+
+use crate::Result;
 
 /// The service name the fraud-detection binary logs under.
 pub const NAME: &str = "fraud-detection";
@@ -96,5 +98,5 @@ pub async fn run(
         "fraud rules configured"
     );
     let service = FraudDetectionServer::new(FraudService::new(config));
-    server::serve(listener, SERVICE_NAME, Routes::new(service), shutdown).await
+    Ok(grpc::serve(listener, SERVICE_NAME, Routes::new(service), shutdown).await?)
 }

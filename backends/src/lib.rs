@@ -8,7 +8,6 @@
 //! - [`suggestions`]: which books to suggest for an order's items.
 //!
 //! Serving:
-//! - [`server`]: the one way every backend binds, serves (with health and reflection) and stops.
 //! - [`verification_service`], [`fraud_service`], [`suggestions_service`]: the tonic handlers,
 //!   which only translate between protobuf and the pure modules, and log each request.
 //! - [`error`]: the crate's error type.
@@ -17,7 +16,6 @@ pub mod catalogue;
 pub mod error;
 pub mod fraud;
 pub mod fraud_service;
-pub mod server;
 pub mod suggestions;
 pub mod suggestions_service;
 pub mod verification;

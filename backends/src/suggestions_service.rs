@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status};
 
 use crate::catalogue::Catalogue;
 use crate::suggestions::suggest;
-use crate::{Result, server};
+use bookstore_common::grpc;
+
+use crate::Result;
 
 /// The service name the suggestions binary logs under.
 pub const NAME: &str = "suggestions";
@@ -82,5 +84,5 @@ pub async fn run(
         .map_or_else(|| "embedded".to_owned(), |path| path.display().to_string());
     tracing::info!(books = catalogue.books().len(), source, "catalogue loaded");
     let service = SuggestionsServer::new(SuggestionsService::new(catalogue));
-    server::serve(listener, SERVICE_NAME, Routes::new(service), shutdown).await
+    Ok(grpc::serve(listener, SERVICE_NAME, Routes::new(service), shutdown).await?)
 }

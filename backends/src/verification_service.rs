@@ -15,7 +15,9 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
 use crate::verification::verify;
-use crate::{Result, server};
+use bookstore_common::grpc;
+
+use crate::Result;
 
 /// The service name the transaction-verification binary logs under.
 pub const NAME: &str = "transaction-verification";
@@ -66,5 +68,5 @@ impl TransactionVerification for VerificationService {
 /// Serves transaction verification on `listener` until `shutdown` resolves.
 pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
     let service = TransactionVerificationServer::new(VerificationService);
-    server::serve(listener, SERVICE_NAME, Routes::new(service), shutdown).await
+    Ok(grpc::serve(listener, SERVICE_NAME, Routes::new(service), shutdown).await?)
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use backends::fraud::FraudConfig;
 use backends::suggestions_service::SuggestionsConfig;
-use backends::{fraud_service, server, suggestions_service, verification_service};
+use backends::{fraud_service, suggestions_service, verification_service};
+use bookstore_common::grpc;
 use bookstore_proto::fraud_detection_client::FraudDetectionClient;
 use bookstore_proto::suggestions_client::SuggestionsClient;
 use bookstore_proto::transaction_verification_client::TransactionVerificationClient;
@@ -51,7 +52,7 @@ impl Running {
         Fut: Future<Output = backends::Result<()>> + Send + 'static,
     {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("a socket address");
-        let listener = server::bind(listen).await.expect("port 0 binds");
+        let listener = grpc::bind(listen).await.expect("port 0 binds");
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");

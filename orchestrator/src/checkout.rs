@@ -134,6 +134,22 @@ impl CheckoutRequest {
         Ok(request)
     }
 
+    /// What the queue keeps of the order: no payment data, only who ordered which books.
+    pub fn queued_order(&self, order_id: &str) -> pb::QueuedOrder {
+        pb::QueuedOrder {
+            order_id: order_id.to_owned(),
+            customer: self.user.name.clone(),
+            items: self
+                .items
+                .iter()
+                .map(|item| pb::QueueItem {
+                    title: item.name.clone(),
+                    quantity: item.quantity,
+                })
+                .collect(),
+        }
+    }
+
     /// The order the backends receive, under the id the orchestrator gave it.
     pub fn into_order(self, order_id: String) -> pb::Order {
         pb::Order {
@@ -349,6 +365,21 @@ mod tests {
         let shown = format!("{request:?}");
         assert!(!shown.contains("4532015112830366"), "{shown}");
         assert!(shown.contains("0366"), "{shown}");
+    }
+
+    #[test]
+    fn the_queued_order_carries_no_payment_data() {
+        let request = CheckoutRequest::from_json(MINIMAL.as_bytes()).expect("valid body");
+        let queued = request.queued_order("id-1");
+        assert_eq!(queued.customer, "Ada");
+        assert_eq!(
+            queued.items,
+            vec![pb::QueueItem {
+                title: "The Hobbit".into(),
+                quantity: 2
+            }]
+        );
+        assert!(!format!("{queued:?}").contains("4532"));
     }
 
     #[test]

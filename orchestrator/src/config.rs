@@ -4,9 +4,14 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use queue_raft::client::QueueClient;
 use tokio::net::TcpListener;
 
-use crate::{backends::Backends, routes};
+use crate::{
+    backends::Backends,
+    rejections::RejectionLog,
+    routes::{self, AppState},
+};
 
 /// Flags, each with an environment twin so that the same binary runs natively and in compose.
 #[derive(Debug, Clone, Parser)]
@@ -39,6 +44,14 @@ pub struct Config {
         default_value = "http://127.0.0.1:50053"
     )]
     pub suggestions_addr: String,
+    /// The order queue's nodes (host:port, comma-separated); the client finds the leader.
+    #[arg(
+        long,
+        env = "QUEUE_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063"
+    )]
+    pub queue_nodes: Vec<String>,
     /// How long each backend call may take, in milliseconds, before the checkout gives up on it.
     #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 2000)]
     pub backend_timeout_ms: u64,
@@ -55,7 +68,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let backends = Backends::connect_lazy(&config).context("invalid backend address")?;
+    let state = AppState {
+        backends: Backends::connect_lazy(&config).context("invalid backend address")?,
+        queue: QueueClient::new(config.queue_nodes.clone()).context("invalid queue address")?,
+        rejections: RejectionLog::default(),
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -63,7 +80,7 @@ pub async fn run(
         .local_addr()
         .context("listener has no local address")?;
     tracing::info!(service = "orchestrator", %addr, "listening");
-    axum::serve(listener, routes::app(backends))
+    axum::serve(listener, routes::app(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server failed")?;

@@ -20,6 +20,12 @@ pub enum ApiError {
     UnreadableBody(String),
     #[error("{0}")]
     BackendUnavailable(String),
+    #[error("{0}")]
+    QueueUnavailable(String),
+    #[error("{0}")]
+    InvalidHeader(String),
+    #[error("{0}")]
+    OrderNotFound(String),
     #[error("no such resource: {0}")]
     NotFound(String),
     #[error("{method} is not allowed on {path}")]
@@ -29,11 +35,15 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::UnreadableBody(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::UnreadableBody(_) | Self::InvalidHeader(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::InvalidField(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BackendUnavailable(_) | Self::QueueUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::NotFound(_) | Self::OrderNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -45,6 +55,9 @@ impl ApiError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UnreadableBody(_) => "unreadable_body",
             Self::BackendUnavailable(_) => "backend_unavailable",
+            Self::QueueUnavailable(_) => "queue_unavailable",
+            Self::InvalidHeader(_) => "invalid_header",
+            Self::OrderNotFound(_) => "order_not_found",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
         }

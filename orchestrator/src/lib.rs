@@ -3,6 +3,8 @@
 //! - [`routes`]: the axum router ([`routes::app`]) and its handlers, one per endpoint.
 //! - [`checkout`]: the REST request and response bodies, and their conversion to protobuf.
 //! - [`backends`]: the gRPC clients of the three backends and the concurrent fan-out of a checkout.
+//! - [`orders`]: the body of `GET /orders/{id}`, from the queue cluster's record of an order.
+//! - [`rejections`]: the bounded memory of rejected orders, which never reach the queue.
 //! - [`error`]: [`ApiError`], the one place where a failure becomes an HTTP status and body.
 //! - [`config`]: command-line flags with environment twins, and [`run`] that serves them.
 
@@ -10,6 +12,8 @@ pub mod backends;
 pub mod checkout;
 pub mod config;
 pub mod error;
+pub mod orders;
+pub mod rejections;
 pub mod routes;
 
 pub use config::{Config, run};

@@ -9,11 +9,12 @@ use std::time::Duration;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
-    http::{Method, StatusCode, Uri, header},
+    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
     response::IntoResponse,
     routing::{get, post},
 };
+use queue_raft::client::QueueClient;
 use serde::{Deserialize, Serialize};
 use tower_http::{cors::CorsLayer, timeout::TimeoutLayer, trace::TraceLayer};
 use tracing::Instrument;
@@ -21,8 +22,10 @@ use uuid::Uuid;
 
 use crate::{
     backends::Backends,
-    checkout::{CatalogueBook, CheckoutRequest, CheckoutResponse},
+    checkout::{CatalogueBook, CheckoutRequest, CheckoutResponse, OrderDecision},
     error::ApiError,
+    orders::OrderView,
+    rejections::RejectionLog,
 };
 
 /// The largest checkout body accepted; a real order is a few KiB.
@@ -31,12 +34,29 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Longer than any backend deadline, so that a handler always answers before the layer does.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The header that makes a retried checkout land on the same order id.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The longest idempotency key accepted.
+const IDEMPOTENCY_KEY_MAX_LEN: usize = 200;
+
+/// Order ids derived from idempotency keys are version-5 UUIDs in this namespace.
+const ORDER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_8f0e_2b4a_4c3e_9a7f_6e21_b0d4_3c88);
+
+/// What every handler shares; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub backends: Backends,
+    pub queue: QueueClient,
+    pub rejections: RejectionLog,
+}
+
 const PAGE: &str = include_str!("../static/index.html");
 const SCRIPT: &str = include_str!("../static/app.js");
 const STYLESHEET: &str = include_str!("../static/style.css");
 const OPENAPI: &str = include_str!("../openapi.yaml");
 
-pub fn app(backends: Backends) -> Router {
+pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(page_get))
         .route("/assets/app.js", get(script_get))
@@ -45,6 +65,7 @@ pub fn app(backends: Backends) -> Router {
         .route("/health", get(health_get))
         .route("/books", get(books_list))
         .route("/checkout", post(checkout_create))
+        .route("/orders/{order_id}", get(order_show))
         .fallback(route_missing)
         .method_not_allowed_fallback(method_missing)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -54,7 +75,7 @@ pub fn app(backends: Backends) -> Router {
         ))
         .layer(CorsLayer::permissive())
         .layer(TraceLayer::new_for_http())
-        .with_state(backends)
+        .with_state(state)
 }
 
 async fn page_get() -> impl IntoResponse {
@@ -96,17 +117,20 @@ pub struct BookList {
     pub books: Vec<CatalogueBook>,
 }
 
-async fn books_list(State(backends): State<Backends>) -> Result<Json<BookList>, ApiError> {
-    let books = backends.list_books().await?;
+async fn books_list(State(state): State<AppState>) -> Result<Json<BookList>, ApiError> {
+    let books = state.backends.list_books().await?;
     Ok(Json(BookList {
         books: books.into_iter().map(CatalogueBook::from).collect(),
     }))
 }
 
+/// Decides on the order and, when approved, answers only once the queue has committed it.
 async fn checkout_create(
-    State(backends): State<Backends>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CheckoutResponse>, ApiError> {
+    let order_id = order_id_for(&headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge { limit: BODY_LIMIT }
@@ -115,16 +139,79 @@ async fn checkout_create(
         }
     })?;
     let request = CheckoutRequest::from_json(&body)?;
-    let order_id = Uuid::new_v4().to_string();
     let span = tracing::info_span!("checkout", order_id = %order_id);
     async move {
         tracing::info!(items = request.items.len(), "checkout received");
+        let queued_order = request.queued_order(&order_id);
         let order = request.into_order(order_id.clone());
-        backends.assess(order).await.decide(order_id)
+        let answer = state
+            .backends
+            .assess(order)
+            .await
+            .decide(order_id.clone())?;
+        match answer.status {
+            OrderDecision::Approved => {
+                let committed = state.queue.enqueue(queued_order).await.map_err(|error| {
+                    ApiError::QueueUnavailable(format!(
+                        "order {order_id} was approved but the order queue did not confirm it \
+                         ({error}); retry with the same Idempotency-Key to place it exactly once"
+                    ))
+                })?;
+                tracing::info!(
+                    term = committed.term,
+                    index = committed.index,
+                    newly_enqueued = committed.newly_enqueued,
+                    "enqueue committed"
+                );
+            }
+            OrderDecision::Rejected => state.rejections.record(&order_id, &answer.reasons),
+        }
+        Ok(answer)
     }
     .instrument(span)
     .await
     .map(Json)
+}
+
+/// A fresh order id, or with an `Idempotency-Key` the one id that key always gives.
+fn order_id_for(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(key) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(Uuid::new_v4().to_string());
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX_LEN)
+        .ok_or_else(|| {
+            ApiError::InvalidHeader(format!(
+                "{IDEMPOTENCY_KEY} must be 1 to {IDEMPOTENCY_KEY_MAX_LEN} visible ASCII characters"
+            ))
+        })?;
+    Ok(Uuid::new_v5(&ORDER_ID_NAMESPACE, key.as_bytes()).to_string())
+}
+
+/// Where an order is: rejected (remembered here), or as the queue cluster has it.
+async fn order_show(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    if Uuid::parse_str(&order_id).is_err() {
+        return Err(ApiError::OrderNotFound(format!(
+            "{order_id:?} is not an order id (a UUID)"
+        )));
+    }
+    if let Some(reasons) = state.rejections.reasons(&order_id) {
+        return Ok(Json(OrderView::rejected(order_id, reasons)));
+    }
+    let found = state.queue.get_order(&order_id).await.map_err(|error| {
+        ApiError::QueueUnavailable(format!(
+            "cannot read order {order_id} from the order queue: {error}"
+        ))
+    })?;
+    found
+        .and_then(OrderView::from_queue)
+        .map(Json)
+        .ok_or_else(|| ApiError::OrderNotFound(format!("no order {order_id}")))
 }
 
 async fn route_missing(uri: Uri) -> ApiError {
@@ -156,7 +243,11 @@ mod tests {
             "--suggestions-addr=http://127.0.0.1:1",
             "--backend-timeout-ms=500",
         ]);
-        app(Backends::connect_lazy(&config).expect("valid addresses"))
+        app(AppState {
+            backends: Backends::connect_lazy(&config).expect("valid addresses"),
+            queue: QueueClient::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
+            rejections: RejectionLog::default(),
+        })
     }
 
     async fn send(request: Request<Body>) -> (StatusCode, Bytes) {
@@ -269,6 +360,48 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert!(String::from_utf8_lossy(&body).starts_with("openapi: 3"));
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_always_gives_the_same_order_id() {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, "attempt-1".parse().expect("header"));
+        let first = order_id_for(&headers).expect("valid key");
+        assert_eq!(order_id_for(&headers).expect("valid key"), first);
+        Uuid::parse_str(&first).expect("a UUID");
+        headers.insert(IDEMPOTENCY_KEY, "attempt-2".parse().expect("header"));
+        assert_ne!(order_id_for(&headers).expect("valid key"), first);
+        assert_ne!(
+            order_id_for(&HeaderMap::new()).expect("no key"),
+            order_id_for(&HeaderMap::new()).expect("no key")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overlong_idempotency_key_is_a_400() {
+        let request = Request::post("/checkout")
+            .header(IDEMPOTENCY_KEY, "k".repeat(IDEMPOTENCY_KEY_MAX_LEN + 1))
+            .body(Body::from("{}"))
+            .expect("request");
+        let (status, error) = error_of(request).await;
+        assert_eq!(
+            (status, error.error.code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_header")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_order_id_that_is_not_a_uuid_is_not_found() {
+        let (status, error) = error_of(
+            Request::get("/orders/nope")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(
+            (status, error.error.code.as_str()),
+            (StatusCode::NOT_FOUND, "order_not_found")
+        );
     }
 
     #[tokio::test]

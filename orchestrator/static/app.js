@@ -6,13 +6,21 @@
 
   var APP_VERSION = "1.0.0";
   var MAX_QUANTITY = 100;
+  var CHECKOUT_TIMEOUT_MS = 30000;     // give up on a hanging POST /checkout (it can be retried)
+  var POLL_INTERVAL_MS = 1000;         // GET /orders/{id} once a second…
+  var POLL_TIMEOUT_MS = 5000;          // …each request bounded…
+  var POLL_MAX_MS = 10 * 60 * 1000;    // …for at most 10 minutes
+  var TRACKER_STEPS = ["queued", "executing", "executed"];
 
   var state = {
     books: [],            // catalogue, as served by GET /books
     booksById: {},        // bookId -> book
     cart: [],             // [{ bookId, title, author, quantity }] in insertion order
     badges: {},           // bookId -> element showing "n in cart" in the catalogue
-    submitting: false
+    submitting: false,
+    attempt: null,        // { payload, key } of the last order attempt that may be retried
+    tracker: null,        // the running order tracker (see trackOrder)
+    trackedOrderId: null  // the order the tracker shows
   };
 
   function $(id) { return document.getElementById(id); }
@@ -372,19 +380,79 @@
     button.disabled = on;
     button.textContent = on ? "Placing order…" : "Place order";
     $("checkout-form").setAttribute("aria-busy", on ? "true" : "false");
+    var retry = $("retry-order");
+    retry.disabled = on;
+    retry.textContent = on ? "Retrying…" : "Retry";
   }
 
-  function showError(message) {
+  // Shows an error; with canRetry, also the Retry button for the last attempt.
+  function showError(message, canRetry) {
     var box = $("error-message");
     box.textContent = message;
     box.hidden = false;
+    $("retry-block").hidden = !canRetry;
+    $("error-box").hidden = false;
   }
 
   function hideError() {
     var box = $("error-message");
     box.hidden = true;
     box.textContent = "";
+    $("retry-block").hidden = true;
+    $("error-box").hidden = true;
   }
+
+  // ------------------------------------------------------- idempotency keys
+
+  function hex(bytes) {
+    var out = "";
+    for (var i = 0; i < bytes.length; i++) out += (bytes[i] < 16 ? "0" : "") + bytes[i].toString(16);
+    return out;
+  }
+
+  // A fresh key per order attempt. crypto.randomUUID exists only in secure contexts
+  // (https, localhost); elsewhere a version-4 UUID is built from crypto.getRandomValues.
+  function newIdempotencyKey() {
+    var c = window.crypto || window.msCrypto;
+    if (c && typeof c.randomUUID === "function") {
+      try { return c.randomUUID(); } catch (e) { /* fall through */ }
+    }
+    var bytes = new Uint8Array(16);
+    if (c && typeof c.getRandomValues === "function") {
+      c.getRandomValues(bytes);
+    } else {
+      for (var i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;   // version 4
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;   // RFC 4122 variant
+    var h = hex(bytes);
+    return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" +
+      h.slice(16, 20) + "-" + h.slice(20);
+  }
+
+  // fetch with a time limit where AbortController exists; a timeout rejects like a network error.
+  function fetchWithTimeout(url, options, ms) {
+    if (typeof AbortController !== "function") return fetch(url, options);
+    var controller = new AbortController();
+    options.signal = controller.signal;
+    var timedOut = false;
+    var timer = setTimeout(function () { timedOut = true; controller.abort(); }, ms);
+    return fetch(url, options).then(function (response) {
+      clearTimeout(timer);
+      return response;
+    }, function (err) {
+      clearTimeout(timer);
+      throw timedOut ? new Error("no answer within " + Math.round(ms / 1000) + " s") : err;
+    });
+  }
+
+  // A failed POST worth retrying with the same key: no answer at all, or the store (or a
+  // proxy in front of it) said it is temporarily unavailable.
+  function isRetryableStatus(status) {
+    return status === 503 || status === 502 || status === 504;
+  }
+
+  // ------------------------------------------------------------- send order
 
   function onSubmit(event) {
     event.preventDefault();
@@ -393,31 +461,52 @@
     // Commit any half-typed quantities before building the request.
     syncQuantitiesFromInputs();
 
-    var payload = buildRequest();
+    // A new order attempt: a new body and a new idempotency key.
+    state.attempt = { payload: JSON.stringify(buildRequest()), key: newIdempotencyKey() };
+    sendAttempt(state.attempt);
+  }
+
+  function onRetry() {
+    if (state.submitting || !state.attempt) return;
+    // The very same body and key: the store answers with the same order, never a second one.
+    sendAttempt(state.attempt);
+  }
+
+  function sendAttempt(attempt) {
+    stopTracker();
     hideError();
     $("result").hidden = true;
     setSubmitting(true);
 
-    fetch("/checkout", {
+    fetchWithTimeout("/checkout", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: JSON.stringify(payload)
-    })
+      headers: {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Idempotency-Key": attempt.key
+      },
+      body: attempt.payload
+    }, CHECKOUT_TIMEOUT_MS)
       .then(function (response) {
         return readJson(response).then(function (body) {
           if (!response.ok) {
-            showError(errorMessage(response, body));
+            showError(errorMessage(response, body), isRetryableStatus(response.status));
             return;
           }
           if (!body || typeof body.status !== "string") {
-            showError("The server's answer could not be read.");
+            showError("The server's answer could not be read.", false);
             return;
           }
+          if (state.attempt === attempt) state.attempt = null;
           showResult(body);
         });
+      }, function (err) {
+        showError("Could not reach the store: " + messageOf(err), true);
       })
       .catch(function (err) {
-        showError("Could not reach the store: " + messageOf(err));
+        // E.g. the connection dropped while the answer was read: retryable unless the
+        // answer was already accepted (then the attempt is cleared).
+        showError("Something went wrong: " + messageOf(err), state.attempt === attempt);
       })
       .then(function () {
         setSubmitting(false);
@@ -481,10 +570,180 @@
     });
     $("suggestions-block").hidden = suggestions.children.length === 0;
 
+    if (status === "Order Approved" && str(body.orderId)) {
+      trackOrder(str(body.orderId));
+    } else {
+      stopTracker();
+      $("order-tracker").hidden = true;
+    }
+
     var result = $("result");
     result.hidden = false;
     if (result.scrollIntoView) {
       result.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    }
+  }
+
+  // ------------------------------------------------------------ order tracker
+  //
+  // After an approved checkout the page polls GET /orders/{id} once a second and shows the
+  // order moving queued → executing → executed. Errors in between (404 for a moment right
+  // after the checkout, 503 while the queue elects a new leader, a dropped connection) are
+  // shown as a muted note and polling goes on; it ends when the order is executed or
+  // rejected, when another order is submitted, or after 10 minutes.
+
+  function stopTracker() {
+    var t = state.tracker;
+    if (!t) return;
+    t.stopped = true;
+    if (t.timer) clearTimeout(t.timer);
+    state.tracker = null;
+  }
+
+  function trackOrder(orderId) {
+    stopTracker();
+    $("order-tracker").hidden = false;
+    $("order-progress-resume").hidden = true;
+    setProgressNote("");
+    renderProgress({ status: "queued", priority: null }, "Queued — waiting for the order queue…");
+    startPolling(orderId);
+  }
+
+  function startPolling(orderId) {
+    stopTracker();
+    state.trackedOrderId = orderId;
+    var t = { orderId: orderId, stopped: false, timer: null, deadline: Date.now() + POLL_MAX_MS };
+    state.tracker = t;
+    $("order-progress-resume").hidden = true;
+    pollOrder(t);
+  }
+
+  function scheduleNextPoll(t) {
+    if (t.stopped) return;
+    if (Date.now() + POLL_INTERVAL_MS > t.deadline) {
+      stopTracker();
+      setProgressNote("Stopped checking after 10 minutes.");
+      $("order-progress-resume").hidden = false;
+      return;
+    }
+    t.timer = setTimeout(function () { pollOrder(t); }, POLL_INTERVAL_MS);
+  }
+
+  function pollOrder(t) {
+    t.timer = null;
+    if (t.stopped) return;
+    fetchWithTimeout("/orders/" + encodeURIComponent(t.orderId), {
+      headers: { "Accept": "application/json" },
+      cache: "no-store"
+    }, POLL_TIMEOUT_MS)
+      .then(function (response) {
+        return readJson(response).then(function (body) {
+          if (t.stopped) return;
+          if (!response.ok) {
+            setProgressNote(transientNote(response, body));
+            return;
+          }
+          if (!body || typeof body.status !== "string") {
+            setProgressNote("The order's status could not be read, retrying…");
+            return;
+          }
+          setProgressNote("");
+          renderProgress(body);
+          if (body.status === "executed" || body.status === "rejected") {
+            stopTracker();
+          }
+        });
+      }, function (err) {
+        if (!t.stopped) setProgressNote("Could not reach the store (" + messageOf(err) + "), retrying…");
+      })
+      .catch(function (err) {
+        if (!t.stopped) setProgressNote("Could not show the order's status (" + messageOf(err) + "), retrying…");
+      })
+      .then(function () {
+        scheduleNextPoll(t);
+      });
+  }
+
+  function transientNote(response, body) {
+    var code = body && body.error && typeof body.error.code === "string" ? body.error.code : "";
+    if (response.status === 503 || code === "queue_unavailable") return "Queue unavailable, retrying…";
+    if (response.status === 404 || code === "order_not_found") return "The order is not in the queue yet, retrying…";
+    return errorMessage(response, body) + " Retrying…";
+  }
+
+  function setProgressNote(text) {
+    var note = $("order-progress-note");
+    if (note.textContent !== text) note.textContent = text;
+    note.hidden = !text;
+  }
+
+  function pad2(n) { return (n < 10 ? "0" : "") + n; }
+
+  // "10:41:07" in the reader's time zone, or the raw text if it is not a date.
+  function clockTime(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return str(iso);
+    return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + ":" + pad2(d.getSeconds());
+  }
+
+  function isCount(v) { return typeof v === "number" && isFinite(v); }
+
+  // Updates the stepper and the text line from a GET /orders/{id} answer (or a placeholder).
+  function renderProgress(order, overrideText) {
+    var status = str(order.status);
+    var progress = $("order-progress");
+    progress.setAttribute("data-status", status);
+
+    var current = TRACKER_STEPS.indexOf(status);
+    TRACKER_STEPS.forEach(function (step, i) {
+      var node = $("order-step-" + step);
+      var done = current >= 0 && (i < current || status === "executed");
+      var isCurrent = i === current && status !== "executed";
+      node.classList.toggle("is-done", done);
+      node.classList.toggle("is-current", isCurrent);
+      if (i === current) node.setAttribute("aria-current", "step");
+      else node.removeAttribute("aria-current");
+    });
+
+    var text = $("order-progress-text");
+    var line = [];   // strings and nodes, in order
+    if (overrideText) {
+      line.push(overrideText);
+    } else if (status === "queued") {
+      line.push("Queued" + (isCount(order.priority) ? " (priority " + order.priority + ")" : ""));
+    } else if (status === "executing") {
+      var executing = "Executing";
+      if (order.executor) executing += " on " + str(order.executor);
+      if (isCount(order.leaseToken)) executing += " (lease token " + order.leaseToken + ")";
+      line.push(executing);
+    } else if (status === "executed") {
+      var executed = "Executed";
+      if (order.executor) executed += " by " + str(order.executor);
+      line.push(executed);
+      if (order.executedAt) {
+        line.push(" at ");
+        var time = el("time", null, clockTime(order.executedAt));
+        time.setAttribute("datetime", str(order.executedAt));
+        time.title = str(order.executedAt);
+        line.push(time);
+      }
+    } else if (status === "rejected") {
+      var reasons = (Array.isArray(order.reasons) ? order.reasons : [])
+        .filter(function (r) { return r && typeof r === "object"; })
+        .map(function (r) { return str(r.message || r.code); });
+      line.push("Rejected" + (reasons.length ? ": " + reasons.join("; ") : ""));
+    } else {
+      line.push("Status: " + status);
+    }
+
+    // Rewrite the line only when it changes, so the live region announces real changes only.
+    var probe = document.createElement("span");
+    line.forEach(function (part) {
+      probe.appendChild(typeof part === "string" ? document.createTextNode(part) : part);
+    });
+    if (probe.textContent !== text.textContent) {
+      clear(text);
+      while (probe.firstChild) text.appendChild(probe.firstChild);
     }
   }
 
@@ -526,6 +785,13 @@
     });
 
     $("checkout-form").addEventListener("submit", onSubmit);
+    $("retry-order").addEventListener("click", onRetry);
+    $("order-progress-resume").addEventListener("click", function () {
+      var orderId = state.trackedOrderId;
+      if (state.tracker || !orderId) return;
+      setProgressNote("");
+      startPolling(orderId);
+    });
 
     renderCart();
     loadBooks();

@@ -33,9 +33,9 @@ fn reason_fields(answer: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_order_is_approved_with_three_suggestions_it_did_not_order() {
-    let system = System::start();
+    let system = System::start().await;
     let (status, answer) = post_checkout(&system, &valid_order()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["status"], "Order Approved", "{answer}");
@@ -56,9 +56,9 @@ async fn a_valid_order_is_approved_with_three_suggestions_it_did_not_order() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_cards_and_missing_items_are_rejected_with_reasons_naming_them() {
-    let system = System::start();
+    let system = System::start().await;
 
     let mut luhn = valid_order();
     luhn["creditCard"]["number"] = json!("4532 0151 1283 0367");
@@ -111,9 +111,9 @@ async fn invalid_cards_and_missing_items_are_rejected_with_reasons_naming_them()
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_and_wrong_types_are_refused_with_a_message() {
-    let system = System::start();
+    let system = System::start().await;
     let client = reqwest::Client::new();
 
     let response = client
@@ -144,9 +144,9 @@ async fn malformed_json_and_wrong_types_are_refused_with_a_message() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_plain_body_is_accepted() {
-    let system = System::start();
+    let system = System::start().await;
     let response = reqwest::Client::new()
         .post(system.url("/checkout"))
         .header("content-type", "text/plain;charset=UTF-8")
@@ -159,10 +159,14 @@ async fn a_text_plain_body_is_accepted() {
     assert_eq!(answer["status"], "Order Approved", "{answer}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_backend_gives_a_clear_503_within_the_deadline() {
     let deadline = Duration::from_secs(2);
-    let mut system = System::start_with_timeout(deadline);
+    let mut system = System::start_with(common::Options {
+        backend_timeout: deadline,
+        ..Default::default()
+    })
+    .await;
     let fraud_detection = system.fraud_detection.take().expect("running");
     assert!(
         fraud_detection.terminate().success(),
@@ -195,9 +199,9 @@ async fn a_stopped_backend_gives_a_clear_503_within_the_deadline() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalogue_lists_at_least_a_hundred_books() {
-    let system = System::start();
+    let system = System::start().await;
     let books: Value = reqwest::get(system.url("/books"))
         .await
         .expect("answer")
@@ -209,9 +213,9 @@ async fn the_catalogue_lists_at_least_a_hundred_books() {
     assert!(books.iter().any(|book| book["title"] == "The Hobbit"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_grep_of_the_order_id_tells_the_whole_story_and_no_log_shows_the_card() {
-    let system = System::start();
+    let system = System::start().await;
     let mut order = valid_order();
     order["creditCard"]["cvv"] = json!("9876");
     let (_, answer) = post_checkout(&system, &order).await;

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::{body::Body, http::Request};
 use bookstore_proto::{
     Book, CheckOrderRequest, CheckOrderResponse, FraudDecision, ListBooksRequest,
     ListBooksResponse, SuggestBooksRequest, SuggestBooksResponse, VerifyTransactionRequest,
@@ -14,16 +13,10 @@ use bookstore_proto::{
     transaction_verification_server::{TransactionVerification, TransactionVerificationServer},
 };
 use clap::Parser;
-use orchestrator::{
-    Config,
-    backends::Backends,
-    checkout::{CheckoutResponse, OrderDecision},
-    routes::app,
-};
+use orchestrator::{Config, backends::Backends, checkout::OrderDecision};
 use tokio::{net::TcpListener, sync::Barrier};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request as GrpcRequest, Response, Status};
-use tower::ServiceExt;
 
 /// The three fake backends share one barrier of three.
 #[derive(Clone)]
@@ -107,20 +100,20 @@ async fn the_three_backend_calls_overlap() {
         format!("--suggestions-addr={url}"),
         "--backend-timeout-ms=10000".to_owned(),
     ]);
-    let body = r#"{"user":{"name":"Ada","contact":"ada@example.com"},"creditCard":{},
-        "items":[{"name":"The Hobbit","quantity":1}]}"#;
-    let request = Request::post("/checkout")
-        .body(Body::from(body))
-        .expect("request");
-    let response = app(Backends::connect_lazy(&config).expect("valid addresses"))
-        .oneshot(request)
+    let order = bookstore_proto::Order {
+        order_id: "overlap".into(),
+        items: vec![bookstore_proto::Item {
+            name: "The Hobbit".into(),
+            quantity: 1,
+        }],
+        ..bookstore_proto::Order::default()
+    };
+    let backends = Backends::connect_lazy(&config).expect("valid addresses");
+    let answer = backends
+        .assess(order)
         .await
-        .expect("router never fails");
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let answer: CheckoutResponse = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&bytes)));
+        .decide("overlap".into())
+        .expect("all three answered");
     assert_eq!(answer.status, OrderDecision::Approved);
     assert_eq!(answer.suggested_books[0].title, "Emma");
 

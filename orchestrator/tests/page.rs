@@ -78,7 +78,7 @@ async fn wait_for_text(page: &Page, selector: &str, accept: impl Fn(&str) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_book_picked_on_the_page_is_approved_with_suggestions() {
-    let system = System::start();
+    let system = System::start().await;
     let (mut browser, events, _profile) = launch().await;
     let page = browser.new_page(system.url("/")).await.expect("page opens");
 

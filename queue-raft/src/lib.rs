@@ -8,8 +8,16 @@
 //! - [`sm_store`]: openraft's state machine around [`QueueState`]: applies entries, builds and
 //!   installs snapshots, and persists the current snapshot so a restarted node recovers from it.
 //! - [`error`]: what can go wrong opening the stores.
+//! - [`network`]: outbound Raft RPCs to the peers over gRPC (`RaftTransport`).
+//! - [`raft_service`]: inbound Raft RPCs, handed to openraft.
+//! - [`service`]: the client API (`OrderQueue`): requests become commands through Raft, answers
+//!   become protobuf; the one place a failure becomes a gRPC status.
+//! - [`client`]: the leader-following client the orchestrator and executors use.
+//! - [`node`]: one node wired together: stores, Raft, both services on one port, cluster
+//!   formation, role-change logs, shutdown. `src/bin/queue-node.rs` parses flags and calls it.
 //!
-//! Both stores share one `sled::Db` per node, opened once by [`LogStore::open`].
+//! Both stores share one `sled::Db` per node, opened once by [`LogStore::open`]. Storage code
+//! never sees gRPC; the services never see sled.
 //!
 //! What the crate guarantees, and where that is tested:
 //! - Replicas applying the same log end equal: applying a command reads nothing but the command
@@ -19,16 +27,26 @@
 //! - Nothing is acknowledged to openraft before sled has flushed it; a restarted node finds its
 //!   log, vote and last snapshot again (`tests/store_suite.rs`, `tests/store_restart.rs`,
 //!   `tests/raft_restart.rs`).
+//! - Three `queue-node` processes keep every acknowledged enqueue exactly once through a leader
+//!   crash, a whole-cluster crash, and a node catching up by snapshot; the client follows the
+//!   leader and fails in bounded time without one (`tests/cluster.rs`).
 
+pub mod client;
 pub mod error;
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod raft_service;
+pub mod service;
 pub mod sm_store;
 pub mod state_machine;
 
 use std::io::Cursor;
 
+pub use client::{ClientError, ClientOptions, QueueClient};
 pub use error::StoreOpenError;
 pub use log_store::LogStore;
+pub use node::{NodeConfig, NodeError};
 pub use sm_store::{QueueSnapshotBuilder, StateMachineStore};
 pub use state_machine::{
     Command, CommandResponse, Lease, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,

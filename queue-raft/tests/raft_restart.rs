@@ -70,13 +70,28 @@ impl RaftNetwork<TypeConfig> for NoPeers {
 
 /// Starts the node on the stores in `dir`; returns it with a handle to read its queue.
 async fn start_node(dir: &TempDir) -> (Raft<TypeConfig>, StateMachineStore) {
-    let log_store = LogStore::open(dir.path()).expect("open the log store");
+    let log_store = open_when_released(dir).await;
     let state_machine = StateMachineStore::open(log_store.db()).expect("open the state machine");
     let reader = state_machine.clone();
     let raft = Raft::new(NODE, config(), NoPeers, log_store, state_machine)
         .await
         .expect("start Raft");
     (raft, reader)
+}
+
+/// Opens the log store, waiting while the previous node's last tasks still hold sled's lock:
+/// `Raft::shutdown` returns before every task that owns a store clone has been dropped.
+async fn open_when_released(dir: &TempDir) -> LogStore {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match LogStore::open(dir.path()) {
+            Ok(store) => return store,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("open the log store: {error:?}"),
+        }
+    }
 }
 
 /// Purges the log right behind each snapshot, so a restart cannot succeed from the log alone.

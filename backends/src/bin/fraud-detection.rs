@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use backends::fraud::FraudConfig;
-use backends::{fraud_service, server};
+use backends::fraud_service;
+use bookstore_common::grpc;
 use clap::Parser;
 
 /// Scores orders against the bookstore's fraud rules over gRPC.
@@ -35,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         window: Duration::from_secs(args.velocity_window_secs),
         max_tracked_cards: args.max_tracked_cards,
     };
-    let listener = server::bind(args.listen).await?;
+    let listener = grpc::bind(args.listen).await?;
     fraud_service::run(listener, config, bookstore_common::shutdown::signal()).await?;
     Ok(())
 }

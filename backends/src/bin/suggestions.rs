@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use backends::server;
 use backends::suggestions_service::{self, SuggestionsConfig};
+use bookstore_common::grpc;
 use clap::Parser;
 
 /// Suggests books related to an order's items, over gRPC.
@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let config = SuggestionsConfig {
         catalogue: args.catalogue,
     };
-    let listener = server::bind(args.listen).await?;
+    let listener = grpc::bind(args.listen).await?;
     suggestions_service::run(listener, config, bookstore_common::shutdown::signal()).await?;
     Ok(())
 }

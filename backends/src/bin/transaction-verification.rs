@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use backends::{server, verification_service};
+use backends::verification_service;
+use bookstore_common::grpc;
 use clap::Parser;
 
 /// Checks that orders are complete and their cards valid, over gRPC.
@@ -23,7 +24,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     bookstore_common::telemetry::init(verification_service::NAME);
-    let listener = server::bind(args.listen).await?;
+    let listener = grpc::bind(args.listen).await?;
     verification_service::run(listener, bookstore_common::shutdown::signal()).await?;
     Ok(())
 }

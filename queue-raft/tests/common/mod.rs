@@ -1,4 +1,10 @@
-//! Helpers shared by the storage tests: stores on their own temporary directory, and entries.
+//! Helpers shared by the tests: stores on their own temporary directory and entries (storage
+//! tests), and [`cluster`], three real nodes (cluster tests).
+
+// Each test binary compiles this module and uses only its part of it.
+#![allow(dead_code)]
+
+pub mod cluster;
 
 use openraft::testing::log_id;
 use openraft::{Entry, EntryPayload};

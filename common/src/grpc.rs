@@ -1,8 +1,8 @@
-//! How every backend listens, serves and stops, so that the three binaries behave alike.
+//! How every gRPC service listens, serves and stops, so that all of them behave alike.
 //!
 //! [`bind`] takes the listen address (port 0 picks a free port); [`serve`] logs
 //! `listening` with the bound `addr` (test harnesses and scripts parse that line), then serves
-//! the backend's routes together with the standard gRPC health service (the backend reported
+//! the service's routes together with the standard gRPC health service (the service reported
 //! SERVING) and server reflection (v1 and v1alpha, so `grpcurl -plaintext HOST:PORT list`
 //! works), until the `shutdown` future resolves. It then reports NOT_SERVING, lets in-flight
 //! calls finish, and logs `stopped`.
@@ -16,13 +16,33 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::{Error, Result};
+/// Why a gRPC server could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The bound socket could not tell its own address.
+    #[error("cannot read the listening socket's address: {0}")]
+    LocalAddr(std::io::Error),
+    /// The embedded descriptor set could not be turned into a reflection service.
+    #[error("cannot build the gRPC reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed while serving.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+type Result<T, E = ServeError> = std::result::Result<T, E>;
 
 /// Binds the listen address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Bind { addr, source })
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Serves `routes`, the gRPC service called `service_name` (for example
@@ -34,7 +54,7 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    let local_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(service_name, ServingStatus::Serving)

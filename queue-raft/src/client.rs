@@ -1,0 +1,582 @@
+//! The leader-following client of the queue cluster, used by the orchestrator and the executors.
+//!
+//! A [`QueueClient`] knows every node's address and keeps one gRPC channel per node, made once
+//! and connected lazily; clones share them. It remembers the last node that answered as leader
+//! and sends there first. A node that is not the leader answers `FAILED_PRECONDITION` with the
+//! leader's address (see [`crate::service`]); the client follows that hint at once. When a node
+//! cannot be reached, times out, or knows no leader, the client tries the next node after an
+//! exponential backoff with jitter, until [`ClientOptions::deadline`]: to a caller an election is
+//! a short delay, and a cluster without a leader is [`ClientError::Unreachable`] within the
+//! deadline, never a hang.
+//!
+//! Retrying writes is safe: enqueue is idempotent by order id; a campaign retried by the lease
+//! holder extends its own lease; a retried dequeue returns the order already executing under the
+//! lease; a retried acknowledgement or resignation with the same token is answered the same way
+//! or refused as stale, never applied twice.
+//!
+//! Every constructor and call needs a Tokio runtime: the channels run their connections on it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bookstore_proto as pb;
+use bookstore_proto::order_queue_client::OrderQueueClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::service::LEADER_ADDR_METADATA_KEY;
+
+/// The largest answer the client accepts (a long `ListQueue`).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// How hard the client tries before giving up.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The longest one client call may take, every retry and backoff included.
+    pub deadline: Duration,
+    /// The longest one attempt at one node may take.
+    pub attempt_timeout: Duration,
+    /// The longest a TCP connection to a node may take to open.
+    pub connect_timeout: Duration,
+    /// The pause after the first failed attempt; it doubles with each further failure.
+    pub initial_backoff: Duration,
+    /// The pause never grows beyond this.
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    /// Five seconds in all: several elections' worth on the cluster's default timings (a leader
+    /// is replaced within about a second).
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why a client call failed. Callers branch on the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// An address given to [`QueueClient::new`] is not `host:port` or `http://host:port`, or none
+    /// was given.
+    #[error("invalid queue node address {addr:?}: {reason}")]
+    InvalidAddress { addr: String, reason: String },
+    /// No leader answered in time: nodes down, unreachable, or no leader elected (for
+    /// [`QueueClient::cluster_status_of`]: that one node did not answer). `last_error` is the
+    /// last cause seen.
+    #[error("queue unreachable ({attempts} attempts in {waited:?}): {last_error}")]
+    Unreachable {
+        attempts: u32,
+        waited: Duration,
+        last_error: String,
+    },
+    /// The cluster refused the request as malformed (the message names the field).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Any other refusal from the cluster.
+    #[error("the queue refused the request: {0}")]
+    Rejected(Status),
+}
+
+/// One node of the cluster as the client reaches it.
+#[derive(Debug)]
+struct NodeHandle {
+    /// `host:port`, as nodes name each other in leader hints.
+    addr: String,
+    /// Cloned for each call; every clone uses the node's one channel.
+    client: OrderQueueClient<Channel>,
+}
+
+/// What the client shares between clones.
+#[derive(Debug)]
+struct Shared {
+    nodes: Vec<NodeHandle>,
+    /// Index in `nodes` of the last node that served a call; `NO_LEADER` when unknown.
+    leader: AtomicUsize,
+    /// Where to try next when the leader is unknown; moves on with each failure so that every
+    /// node gets its turn.
+    cursor: AtomicUsize,
+    options: ClientOptions,
+}
+
+const NO_LEADER: usize = usize::MAX;
+
+/// The leader-following client. Cheap to clone; clones share channels and the known leader.
+#[derive(Debug, Clone)]
+pub struct QueueClient {
+    shared: Arc<Shared>,
+}
+
+/// How one attempt at one node ended.
+enum Attempt<T> {
+    Answered(T),
+    /// The node is not the leader and names the one that is, by index in `nodes`.
+    Redirected(usize),
+    /// Worth trying elsewhere after a pause: down, timed out, no leader known.
+    Failed(String),
+    /// The cluster answered, and a retry would get the same answer.
+    Refused(ClientError),
+}
+
+/// `host:port` from `host:port` or `http://host:port`, checked.
+fn normalize_addr(addr: &str) -> Result<String, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidAddress {
+        addr: addr.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let host_port = addr.trim().strip_prefix("http://").unwrap_or(addr.trim());
+    let host_port = host_port.strip_suffix('/').unwrap_or(host_port);
+    if host_port.is_empty() || host_port.contains('/') || host_port.contains("://") {
+        return Err(invalid("expected host:port or http://host:port"));
+    }
+    let port = host_port
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .ok_or_else(|| invalid("no port"))?;
+    port.parse::<u16>()
+        .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
+    Ok(host_port.to_owned())
+}
+
+fn channel_to(addr: &str, options: &ClientOptions) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|error| {
+        ClientError::InvalidAddress {
+            addr: addr.to_owned(),
+            reason: error.to_string(),
+        }
+    })?;
+    Ok(endpoint
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+fn order_queue_client(channel: Channel) -> OrderQueueClient<Channel> {
+    OrderQueueClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
+impl QueueClient {
+    /// A client of the cluster whose nodes are at `addrs`, with default options.
+    pub fn new(addrs: Vec<String>) -> Result<Self, ClientError> {
+        Self::with_options(addrs, ClientOptions::default())
+    }
+
+    pub fn with_options(addrs: Vec<String>, options: ClientOptions) -> Result<Self, ClientError> {
+        if addrs.is_empty() {
+            return Err(ClientError::InvalidAddress {
+                addr: String::new(),
+                reason: "no queue node address given".to_owned(),
+            });
+        }
+        let nodes = addrs
+            .iter()
+            .map(|addr| {
+                let addr = normalize_addr(addr)?;
+                let client = order_queue_client(channel_to(&addr, &options)?);
+                Ok(NodeHandle { addr, client })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                nodes,
+                leader: AtomicUsize::new(NO_LEADER),
+                cursor: AtomicUsize::new(0),
+                options,
+            }),
+        })
+    }
+
+    /// The node addresses, as `host:port`, in the order given.
+    pub fn addrs(&self) -> impl Iterator<Item = &str> {
+        self.shared.nodes.iter().map(|node| node.addr.as_str())
+    }
+
+    /// The address of the node that last served a call as leader, if any.
+    pub fn known_leader(&self) -> Option<&str> {
+        let leader = self.shared.leader.load(Ordering::Relaxed);
+        self.shared.nodes.get(leader).map(|node| node.addr.as_str())
+    }
+
+    /// Adds an order; answered once a majority made it durable. Idempotent by order id.
+    pub async fn enqueue(
+        &self,
+        order: pb::QueuedOrder,
+    ) -> Result<pb::EnqueueResponse, ClientError> {
+        let request = pb::EnqueueRequest { order: Some(order) };
+        self.call(|mut client| {
+            let request = request.clone();
+            async move { client.enqueue(request).await }
+        })
+        .await
+    }
+
+    /// Asks for the executor lease for `ttl` (whole milliseconds).
+    pub async fn campaign(
+        &self,
+        executor_id: &str,
+        ttl: Duration,
+    ) -> Result<pb::CampaignResponse, ClientError> {
+        let request = pb::CampaignRequest {
+            executor_id: executor_id.to_owned(),
+            ttl_ms: duration_ms(ttl),
+        };
+        self.call(|mut client| {
+            let request = request.clone();
+            async move { client.campaign(request).await }
+        })
+        .await
+    }
+
+    /// Extends the lease held with `token` to `ttl` from now.
+    pub async fn renew_lease(
+        &self,
+        executor_id: &str,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<pb::LeaseResponse, ClientError> {
+        let request = pb::RenewLeaseRequest {
+            executor_id: executor_id.to_owned(),
+            token,
+            ttl_ms: duration_ms(ttl),
+        };
+        self.call(|mut client| {
+            let request = request.clone();
+            async move { client.renew_lease(request).await }
+        })
+        .await
+    }
+
+    /// Gives the lease up; an order executing under it goes back to the queue.
+    pub async fn resign(
+        &self,
+        executor_id: &str,
+        token: u64,
+    ) -> Result<pb::LeaseResponse, ClientError> {
+        let request = pb::ResignRequest {
+            executor_id: executor_id.to_owned(),
+            token,
+        };
+        self.call(|mut client| {
+            let request = request.clone();
+            async move { client.resign(request).await }
+        })
+        .await
+    }
+
+    /// Takes the highest-priority order under the lease (the same one again on retry).
+    pub async fn dequeue(
+        &self,
+        executor_id: &str,
+        token: u64,
+    ) -> Result<pb::DequeueResponse, ClientError> {
+        let request = pb::DequeueRequest {
+            executor_id: executor_id.to_owned(),
+            token,
+        };
+        self.call(|mut client| {
+            let request = request.clone();
+            async move { client.dequeue(request).await }
+        })
+        .await
+    }
+
+    /// Records the order executing under the lease as executed.
+    pub async fn acknowledge(
+        &self,
+        executor_id: &str,
+        token: u64,
+        order_id: &str,
+    ) -> Result<pb::AcknowledgeResponse, ClientError> {
+        let request = pb::AcknowledgeRequest {
+            executor_id: executor_id.to_owned(),
+            token,
+            order_id: order_id.to_owned(),
+        };
+        self.call(|mut client| {
+            let request = request.clone();
+            async move { client.acknowledge(request).await }
+        })
+        .await
+    }
+
+    /// Where the order is, read linearizably at the leader; `None` if the queue never saw it.
+    pub async fn get_order(&self, order_id: &str) -> Result<Option<pb::OrderState>, ClientError> {
+        let request = pb::GetOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        let answer = self
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.get_order(request).await }
+            })
+            .await?;
+        Ok(answer.state.filter(|_| answer.found))
+    }
+
+    /// The next `limit` orders in dequeue order (0 means 20), read linearizably at the leader.
+    pub async fn list_queue(&self, limit: u32) -> Result<pb::ListQueueResponse, ClientError> {
+        self.call(
+            |mut client| async move { client.list_queue(pb::ListQueueRequest { limit }).await },
+        )
+        .await
+    }
+
+    /// One node's own view of the cluster, asked once, without retry. `addr` may be any node's
+    /// address; one the client was not given gets a channel of its own for this call.
+    pub async fn cluster_status_of(
+        &self,
+        addr: &str,
+    ) -> Result<pb::ClusterStatusResponse, ClientError> {
+        let addr = normalize_addr(addr)?;
+        let options = &self.shared.options;
+        let mut client = match self.shared.nodes.iter().find(|node| node.addr == addr) {
+            Some(node) => node.client.clone(),
+            None => order_queue_client(channel_to(&addr, options)?),
+        };
+        let started = Instant::now();
+        let unreachable = |last_error: String| ClientError::Unreachable {
+            attempts: 1,
+            waited: started.elapsed(),
+            last_error: format!("{addr}: {last_error}"),
+        };
+        let asked = client.cluster_status(pb::ClusterStatusRequest {});
+        match tokio::time::timeout(options.attempt_timeout, asked).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => match classify(&status) {
+                StatusKind::Transient | StatusKind::NotLeader => {
+                    Err(unreachable(describe(&status)))
+                }
+                StatusKind::Final(error) => Err(error),
+            },
+            Err(_) => Err(unreachable(format!(
+                "no answer within {:?}",
+                options.attempt_timeout
+            ))),
+        }
+    }
+
+    /// Every node's own view, asked concurrently, in the order the addresses were given.
+    pub async fn cluster_status_all(
+        &self,
+    ) -> Vec<(String, Result<pb::ClusterStatusResponse, ClientError>)> {
+        let asks = self.shared.nodes.iter().map(|node| async move {
+            (node.addr.clone(), self.cluster_status_of(&node.addr).await)
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Runs `attempt` against the leader, following hints and retrying elsewhere until it is
+    /// answered, refused, or the deadline passes.
+    async fn call<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn(OrderQueueClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let shared = &self.shared;
+        let options = &shared.options;
+        let started = Instant::now();
+        let deadline = started + options.deadline;
+        let mut target = match shared.leader.load(Ordering::Relaxed) {
+            NO_LEADER => shared.cursor.load(Ordering::Relaxed) % shared.nodes.len(),
+            leader => leader,
+        };
+        let mut attempts = 0u32;
+        let mut failures = 0u32;
+        let mut redirects_in_a_row = 0usize;
+        let mut last_error = String::from("no attempt was made");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ClientError::Unreachable {
+                    attempts,
+                    waited: started.elapsed(),
+                    last_error,
+                });
+            }
+            attempts += 1;
+            let node = &shared.nodes[target];
+            let outcome = match tokio::time::timeout(
+                options.attempt_timeout.min(remaining),
+                attempt(node.client.clone()),
+            )
+            .await
+            {
+                Ok(Ok(response)) => Attempt::Answered(response.into_inner()),
+                Ok(Err(status)) => match classify(&status) {
+                    StatusKind::NotLeader => match self.hinted_leader(&status) {
+                        Some(leader) if leader != target => Attempt::Redirected(leader),
+                        _ => Attempt::Failed(describe(&status)),
+                    },
+                    StatusKind::Transient => Attempt::Failed(describe(&status)),
+                    StatusKind::Final(error) => Attempt::Refused(error),
+                },
+                Err(_) => Attempt::Failed(format!(
+                    "no answer within {:?}",
+                    options.attempt_timeout.min(remaining)
+                )),
+            };
+            let cause = match outcome {
+                Attempt::Answered(answer) => {
+                    shared.leader.store(target, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Attempt::Refused(error) => return Err(error),
+                // A hint is followed at once, unless hints keep going round: then the nodes
+                // disagree for a moment (an election), and a pause lets them settle.
+                Attempt::Redirected(leader) if redirects_in_a_row < shared.nodes.len() => {
+                    redirects_in_a_row += 1;
+                    last_error =
+                        format!("{} redirected to {}", node.addr, shared.nodes[leader].addr);
+                    shared.leader.store(leader, Ordering::Relaxed);
+                    target = leader;
+                    continue;
+                }
+                Attempt::Redirected(leader) => format!(
+                    "{} redirected to {}, but the hints went round",
+                    node.addr, shared.nodes[leader].addr
+                ),
+                Attempt::Failed(cause) => format!("{}: {cause}", node.addr),
+            };
+            last_error = cause;
+            redirects_in_a_row = 0;
+            // Forget a leader that failed; whoever is leader now will be found.
+            let _ = shared.leader.compare_exchange(
+                target,
+                NO_LEADER,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            target = (shared.cursor.fetch_add(1, Ordering::Relaxed) + 1) % shared.nodes.len();
+            let pause = backoff(options, failures);
+            failures = failures.saturating_add(1);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(pause.min(remaining)).await;
+        }
+    }
+
+    /// The node the status names as leader, if the client knows it by that address.
+    fn hinted_leader(&self, status: &Status) -> Option<usize> {
+        let addr = status
+            .metadata()
+            .get(LEADER_ADDR_METADATA_KEY)?
+            .to_str()
+            .ok()?;
+        let addr = normalize_addr(addr).ok()?;
+        self.shared.nodes.iter().position(|node| node.addr == addr)
+    }
+}
+
+/// How the client treats a gRPC status.
+enum StatusKind {
+    /// The node is not the leader.
+    NotLeader,
+    /// The node is down, the connection broke, the call timed out or the node cannot serve now.
+    Transient,
+    /// A definite answer; retrying would get the same.
+    Final(ClientError),
+}
+
+fn classify(status: &Status) -> StatusKind {
+    match status.code() {
+        Code::FailedPrecondition => StatusKind::NotLeader,
+        // `Unknown` and `Cancelled` are what a connection reset or a dropped stream looks like.
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
+            StatusKind::Transient
+        }
+        Code::InvalidArgument => {
+            StatusKind::Final(ClientError::InvalidArgument(status.message().to_owned()))
+        }
+        _ => StatusKind::Final(ClientError::Rejected(status.clone())),
+    }
+}
+
+fn describe(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// The pause after `failures` earlier failures: exponential, capped, with the upper half
+/// jittered so that clients that failed together do not retry together.
+fn backoff(options: &ClientOptions, failures: u32) -> Duration {
+    let ceiling = options
+        .initial_backoff
+        .saturating_mul(1u32 << failures.min(16))
+        .min(options.max_backoff);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_normalized_to_host_port() {
+        assert_eq!(
+            normalize_addr("127.0.0.1:50061").unwrap(),
+            "127.0.0.1:50061"
+        );
+        assert_eq!(
+            normalize_addr("http://queue-1:50061/").unwrap(),
+            "queue-1:50061"
+        );
+        for bad in ["", "queue-1", "https://queue-1:1", "queue-1:port", "a:1/b"] {
+            assert!(
+                matches!(normalize_addr(bad), Err(ClientError::InvalidAddress { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let options = ClientOptions::default();
+        for failures in 0..40 {
+            let ceiling =
+                (options.initial_backoff * 2u32.pow(failures.min(16))).min(options.max_backoff);
+            let pause = backoff(&options, failures);
+            assert!(
+                pause >= ceiling / 2 && pause <= ceiling,
+                "{pause:?} for {failures}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_are_sorted_by_what_the_client_does_next() {
+        assert!(matches!(
+            classify(&Status::failed_precondition("not the leader")),
+            StatusKind::NotLeader
+        ));
+        assert!(matches!(
+            classify(&Status::unavailable("down")),
+            StatusKind::Transient
+        ));
+        assert!(matches!(
+            classify(&Status::invalid_argument("order.items: must not be empty")),
+            StatusKind::Final(ClientError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            classify(&Status::internal("bug")),
+            StatusKind::Final(ClientError::Rejected(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_empty_address_list_is_refused() {
+        assert!(matches!(
+            QueueClient::new(Vec::new()),
+            Err(ClientError::InvalidAddress { .. })
+        ));
+    }
+}

@@ -1,0 +1,846 @@
+//! Inbound client API: the gRPC service `OrderQueue` (proto/order_queue.proto). The handlers only
+//! translate: a request becomes a [`Command`] stamped with this node's clock, goes through
+//! `Raft::client_write`, and the [`CommandResponse`] becomes the answer. Reads ask openraft to
+//! confirm leadership first (`ensure_linearizable`), then read the applied state.
+//!
+//! Every way a request fails is a [`RequestError`], turned into a gRPC status in one place
+//! (`From<RequestError> for Status`): a node that is not the leader answers
+//! `FAILED_PRECONDITION` with the leader's id and address in the metadata keys
+//! [`LEADER_ID_METADATA_KEY`] and [`LEADER_ADDR_METADATA_KEY`] (absent while no leader is known);
+//! a Raft node that cannot serve answers `UNAVAILABLE`; bad input answers `INVALID_ARGUMENT`
+//! naming the field. `FAILED_PRECONDITION` means "not the leader" and nothing else, so the client
+//! can rely on it.
+//!
+//! The protobuf conversions sit at the bottom, one per `From`/`TryFrom`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bookstore_proto as pb;
+use bookstore_proto::order_queue_server::{OrderQueue, OrderQueueServer};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{BasicNode, Raft, ServerState};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+
+use crate::{
+    Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
+    StateMachineStore, TypeConfig,
+};
+
+/// The gRPC service name, as health checks know it.
+pub const NAME: &str = "bookstore.OrderQueue";
+/// Metadata key of a `FAILED_PRECONDITION` answer: the leader's node id.
+pub const LEADER_ID_METADATA_KEY: &str = "x-raft-leader-id";
+/// Metadata key of a `FAILED_PRECONDITION` answer: the leader's `host:port`.
+pub const LEADER_ADDR_METADATA_KEY: &str = "x-raft-leader-addr";
+/// The longest lease an executor may ask for; longer is surely a unit mistake (microseconds
+/// passed as milliseconds) and would keep every other executor waiting.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+/// How many orders `ListQueue` returns when the request says 0.
+pub const DEFAULT_LIST_LIMIT: u32 = 20;
+/// The most orders one `ListQueue` answer carries.
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+
+/// Why a client request was not served. Converted to a gRPC status only by
+/// `From<RequestError> for Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request is malformed; `field` names the offending field.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// This node is not the leader; the leader, if known, is in the error.
+    #[error("{}", not_leader_message(.0))]
+    NotLeader(ForwardToLeader<NodeId, BasicNode>),
+    /// The Raft node cannot serve now: no quorum, shutting down or a storage failure.
+    #[error("the queue node cannot serve the request: {0}")]
+    Unavailable(String),
+    /// The state machine answered something this request cannot have caused.
+    #[error("unexpected answer from the queue: {0:?}")]
+    UnexpectedAnswer(CommandResponse),
+}
+
+fn not_leader_message(forward: &ForwardToLeader<NodeId, BasicNode>) -> String {
+    match (&forward.leader_id, &forward.leader_node) {
+        (Some(id), Some(node)) => {
+            format!("not the leader; the leader is node {id} at {}", node.addr)
+        }
+        (Some(id), None) => format!("not the leader; the leader is node {id}"),
+        (None, _) => "not the leader; no leader is known now".to_owned(),
+    }
+}
+
+impl RequestError {
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        RequestError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for RequestError {
+    fn from(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Self {
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                RequestError::NotLeader(forward)
+            }
+            other => RequestError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>> for RequestError {
+    fn from(error: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>) -> Self {
+        match error {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+                RequestError::NotLeader(forward)
+            }
+            other => RequestError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<RequestError> for Status {
+    fn from(error: RequestError) -> Self {
+        let message = error.to_string();
+        match error {
+            RequestError::InvalidArgument { .. } => Status::invalid_argument(message),
+            RequestError::NotLeader(forward) => {
+                let mut metadata = MetadataMap::new();
+                if let Some(id) = forward.leader_id {
+                    metadata.insert(LEADER_ID_METADATA_KEY, MetadataValue::from(id));
+                }
+                // An address that is not a valid header value is left out, as if unknown.
+                if let Some(addr) = forward
+                    .leader_node
+                    .and_then(|node| MetadataValue::try_from(node.addr).ok())
+                {
+                    metadata.insert(LEADER_ADDR_METADATA_KEY, addr);
+                }
+                Status::with_metadata(Code::FailedPrecondition, message, metadata)
+            }
+            RequestError::Unavailable(_) => Status::unavailable(message),
+            RequestError::UnexpectedAnswer(_) => Status::internal(message),
+        }
+    }
+}
+
+/// The leader's clock in milliseconds since the Unix epoch, stamped into each command. Only the
+/// leader's proposals commit, so replicas see the leader's time.
+fn now_ms() -> u64 {
+    // A clock before 1970 is broken; 0 then only means the state machine keeps its own latest
+    // time (it never moves backwards).
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn required_text(field: &'static str, value: String) -> Result<String, RequestError> {
+    if value.trim().is_empty() {
+        return Err(RequestError::invalid(field, "must not be empty"));
+    }
+    Ok(value)
+}
+
+fn lease_ttl_ms(ttl_ms: u64) -> Result<u64, RequestError> {
+    if ttl_ms == 0 || u128::from(ttl_ms) > MAX_LEASE_TTL.as_millis() {
+        return Err(RequestError::invalid(
+            "ttl_ms",
+            format!(
+                "must be between 1 and {} milliseconds, got {ttl_ms}",
+                MAX_LEASE_TTL.as_millis()
+            ),
+        ));
+    }
+    Ok(ttl_ms)
+}
+
+/// Serves the client API of one queue node. Clones share the node.
+#[derive(Clone)]
+pub struct OrderQueueService {
+    raft: Raft<TypeConfig>,
+    /// The state machine openraft applies to, read for queries and status.
+    state: StateMachineStore,
+}
+
+impl OrderQueueService {
+    pub fn new(raft: Raft<TypeConfig>, state: StateMachineStore) -> Self {
+        Self { raft, state }
+    }
+
+    pub fn into_server(self) -> OrderQueueServer<Self> {
+        OrderQueueServer::new(self)
+    }
+
+    /// Commits `command` through Raft and returns its log position and the state machine's
+    /// answer, once a majority made it durable and it is applied here.
+    async fn write(
+        &self,
+        command: Command,
+    ) -> Result<ClientWriteResponse<TypeConfig>, RequestError> {
+        Ok(self.raft.client_write(command).await?)
+    }
+
+    /// Reads the queue after making sure this node is still the leader and has applied every
+    /// write committed before the read began.
+    async fn linearizable_read<T>(
+        &self,
+        read: impl FnOnce(&QueueState) -> T,
+    ) -> Result<T, RequestError> {
+        self.raft.ensure_linearizable().await?;
+        Ok(self.state.read_queue(read).await)
+    }
+
+    async fn enqueue_order(
+        &self,
+        request: pb::EnqueueRequest,
+    ) -> Result<pb::EnqueueResponse, RequestError> {
+        let order = QueuedOrder::try_from(
+            request
+                .order
+                .ok_or_else(|| RequestError::invalid("order", "is required"))?,
+        )?;
+        let order_id = order.order_id().to_owned();
+        let written = self
+            .write(Command::Enqueue {
+                order,
+                now_ms: now_ms(),
+            })
+            .await?;
+        let newly_enqueued = match &written.data {
+            CommandResponse::Enqueued { .. } => true,
+            CommandResponse::AlreadyEnqueued { .. } => false,
+            other => return Err(RequestError::UnexpectedAnswer(other.clone())),
+        };
+        let (term, index) = (written.log_id.leader_id.term, written.log_id.index);
+        tracing::info!(order_id, term, index, newly_enqueued, "enqueue committed");
+        // Applied on this node before `client_write` returned, so the record is there; it may
+        // have moved on since (dequeued), which is what "where the order is now" means.
+        let state = self
+            .state
+            .read_queue(|queue| queue.order_status(&order_id).map(pb::OrderState::from))
+            .await;
+        Ok(pb::EnqueueResponse {
+            newly_enqueued,
+            sequence: state.as_ref().map_or(0, |state| state.sequence),
+            state,
+            term,
+            index,
+        })
+    }
+
+    async fn campaign_for_lease(
+        &self,
+        request: pb::CampaignRequest,
+    ) -> Result<pb::CampaignResponse, RequestError> {
+        let executor_id = required_text("executor_id", request.executor_id)?;
+        let ttl_ms = lease_ttl_ms(request.ttl_ms)?;
+        let written = self
+            .write(Command::Campaign {
+                executor_id: executor_id.clone(),
+                ttl_ms,
+                now_ms: now_ms(),
+            })
+            .await?;
+        match written.data {
+            CommandResponse::LeaseGranted {
+                token,
+                expires_at_ms,
+            } => {
+                tracing::info!(executor_id, token, expires_at_ms, "lease granted");
+                Ok(pb::CampaignResponse {
+                    granted: true,
+                    token,
+                    holder: executor_id,
+                    expires_at_ms,
+                })
+            }
+            CommandResponse::LeaseRenewed {
+                token,
+                expires_at_ms,
+            } => Ok(pb::CampaignResponse {
+                granted: true,
+                token,
+                holder: executor_id,
+                expires_at_ms,
+            }),
+            // The state machine does not say the holder's token, and a contender has no use
+            // for it: 0.
+            CommandResponse::LeaseHeld {
+                holder,
+                expires_at_ms,
+            } => Ok(pb::CampaignResponse {
+                granted: false,
+                token: 0,
+                holder,
+                expires_at_ms,
+            }),
+            other => Err(RequestError::UnexpectedAnswer(other)),
+        }
+    }
+
+    async fn renew(
+        &self,
+        request: pb::RenewLeaseRequest,
+    ) -> Result<pb::LeaseResponse, RequestError> {
+        let executor_id = required_text("executor_id", request.executor_id)?;
+        let ttl_ms = lease_ttl_ms(request.ttl_ms)?;
+        let written = self
+            .write(Command::RenewLease {
+                executor_id,
+                token: request.token,
+                ttl_ms,
+                now_ms: now_ms(),
+            })
+            .await?;
+        match written.data {
+            CommandResponse::LeaseRenewed {
+                token,
+                expires_at_ms,
+            } => Ok(pb::LeaseResponse {
+                accepted: true,
+                current_token: token,
+                expires_at_ms,
+                requeued_order_id: String::new(),
+            }),
+            CommandResponse::StaleToken { current } => Ok(pb::LeaseResponse {
+                accepted: false,
+                current_token: current.unwrap_or(0),
+                ..Default::default()
+            }),
+            other => Err(RequestError::UnexpectedAnswer(other)),
+        }
+    }
+
+    async fn resign_lease(
+        &self,
+        request: pb::ResignRequest,
+    ) -> Result<pb::LeaseResponse, RequestError> {
+        let executor_id = required_text("executor_id", request.executor_id)?;
+        let written = self
+            .write(Command::Resign {
+                executor_id: executor_id.clone(),
+                token: request.token,
+                now_ms: now_ms(),
+            })
+            .await?;
+        match written.data {
+            CommandResponse::Resigned { requeued_order_id } => {
+                tracing::info!(
+                    executor_id,
+                    token = request.token,
+                    requeued_order_id,
+                    "lease resigned"
+                );
+                Ok(pb::LeaseResponse {
+                    accepted: true,
+                    current_token: 0,
+                    expires_at_ms: 0,
+                    requeued_order_id: requeued_order_id.unwrap_or_default(),
+                })
+            }
+            CommandResponse::StaleToken { current } => Ok(pb::LeaseResponse {
+                accepted: false,
+                current_token: current.unwrap_or(0),
+                ..Default::default()
+            }),
+            other => Err(RequestError::UnexpectedAnswer(other)),
+        }
+    }
+
+    async fn dequeue_order(
+        &self,
+        request: pb::DequeueRequest,
+    ) -> Result<pb::DequeueResponse, RequestError> {
+        let executor_id = required_text("executor_id", request.executor_id)?;
+        let written = self
+            .write(Command::Dequeue {
+                executor_id: executor_id.clone(),
+                token: request.token,
+                now_ms: now_ms(),
+            })
+            .await?;
+        match written.data {
+            CommandResponse::Dequeued { order } => {
+                tracing::info!(
+                    order_id = order.order_id(),
+                    executor_id,
+                    token = request.token,
+                    "order dequeued"
+                );
+                Ok(pb::DequeueResponse {
+                    accepted: true,
+                    current_token: request.token,
+                    order: Some(pb::QueuedOrder::from(&order)),
+                })
+            }
+            CommandResponse::QueueEmpty => Ok(pb::DequeueResponse {
+                accepted: true,
+                current_token: request.token,
+                order: None,
+            }),
+            CommandResponse::StaleToken { current } => Ok(pb::DequeueResponse {
+                accepted: false,
+                current_token: current.unwrap_or(0),
+                order: None,
+            }),
+            other => Err(RequestError::UnexpectedAnswer(other)),
+        }
+    }
+
+    async fn acknowledge_order(
+        &self,
+        request: pb::AcknowledgeRequest,
+    ) -> Result<pb::AcknowledgeResponse, RequestError> {
+        let executor_id = required_text("executor_id", request.executor_id)?;
+        let order_id = required_text("order_id", request.order_id)?;
+        let token = request.token;
+        let written = self
+            .write(Command::Acknowledge {
+                executor_id: executor_id.clone(),
+                token,
+                order_id,
+                now_ms: now_ms(),
+            })
+            .await?;
+        let refused = |refusal: String| pb::AcknowledgeResponse {
+            accepted: false,
+            current_token: token,
+            refusal,
+            executed_at_ms: 0,
+        };
+        match written.data {
+            CommandResponse::Acknowledged { order_id, at_ms } => {
+                tracing::info!(order_id, executor_id, token, "order acknowledged");
+                Ok(pb::AcknowledgeResponse {
+                    accepted: true,
+                    current_token: token,
+                    refusal: String::new(),
+                    executed_at_ms: at_ms,
+                })
+            }
+            CommandResponse::UnknownOrder { order_id } => {
+                Ok(refused(format!("order {order_id} is not known")))
+            }
+            CommandResponse::NotExecuting { order_id, status } => Ok(refused(format!(
+                "order {order_id} is not executing under this lease (it is {})",
+                phase_name(&status)
+            ))),
+            CommandResponse::StaleToken { current } => Ok(pb::AcknowledgeResponse {
+                current_token: current.unwrap_or(0),
+                ..refused(format!(
+                    "token {token} is not the current lease's held by {executor_id}"
+                ))
+            }),
+            other => Err(RequestError::UnexpectedAnswer(other)),
+        }
+    }
+
+    async fn find_order(
+        &self,
+        request: pb::GetOrderRequest,
+    ) -> Result<pb::GetOrderResponse, RequestError> {
+        let order_id = required_text("order_id", request.order_id)?;
+        let state = self
+            .linearizable_read(|queue| queue.order_status(&order_id).map(pb::OrderState::from))
+            .await?;
+        Ok(pb::GetOrderResponse {
+            found: state.is_some(),
+            state,
+        })
+    }
+
+    async fn list(
+        &self,
+        request: pb::ListQueueRequest,
+    ) -> Result<pb::ListQueueResponse, RequestError> {
+        let limit = match request.limit {
+            0 => DEFAULT_LIST_LIMIT,
+            limit => limit.min(MAX_LIST_LIMIT),
+        };
+        // `limit` is at most MAX_LIST_LIMIT, which fits any usize.
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.linearizable_read(|queue| pb::ListQueueResponse {
+            orders: queue.peek(limit).map(pb::OrderState::from).collect(),
+            depth: queue.queue_depth() as u64,
+        })
+        .await
+    }
+
+    /// This node's own view, from openraft's metrics and state and the applied queue; never
+    /// asks the leader, so it answers while there is none.
+    async fn status(&self) -> pb::ClusterStatusResponse {
+        let metrics = self.raft.metrics().borrow().clone();
+        // `committed` is not in openraft 0.9's metrics; its state has it. The vote's last
+        // update time is refreshed by every heartbeat or append the leader sends, so on a
+        // follower it is the last contact with the leader (on a candidate, its last vote).
+        // Reading the state fails only once Raft stopped; the metrics still say what it was.
+        let (committed, since_vote_update) = self
+            .raft
+            .with_raft_state(|state| {
+                (
+                    state.committed,
+                    state.vote_last_modified().map(|at| at.elapsed()),
+                )
+            })
+            .await
+            .unwrap_or((None, None));
+        let membership = metrics.membership_config.membership();
+        let leader_addr = metrics
+            .current_leader
+            .and_then(|leader| membership.get_node(&leader))
+            .map(|node| node.addr.clone())
+            .unwrap_or_default();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(node_id, node)| pb::ClusterMember {
+                node_id: *node_id,
+                addr: node.addr.clone(),
+                voter: voters.contains(node_id),
+            })
+            .collect();
+        let millis_since_leader_contact = match metrics.state {
+            ServerState::Leader => 0,
+            _ => since_vote_update.map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            }),
+        };
+        let (queue_depth, executed_count, lease) = self
+            .state
+            .read_queue(|queue| {
+                (
+                    queue.queue_depth() as u64,
+                    queue.executed_count(),
+                    queue.lease().cloned(),
+                )
+            })
+            .await;
+        pb::ClusterStatusResponse {
+            node_id: metrics.id,
+            role: role_name(metrics.state).to_owned(),
+            leader_id: metrics.current_leader.unwrap_or(0),
+            leader_addr,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            commit_index: committed.map_or(0, |log_id| log_id.index),
+            applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
+            queue_depth,
+            executed_count,
+            members,
+            lease_holder: lease
+                .as_ref()
+                .map(|lease| lease.holder.clone())
+                .unwrap_or_default(),
+            lease_token: lease.as_ref().map_or(0, |lease| lease.token),
+            lease_expires_at_ms: lease.as_ref().map_or(0, |lease| lease.expires_at_ms),
+            millis_since_leader_contact,
+        }
+    }
+}
+
+/// The role's name as `ClusterStatusResponse.role` spells it.
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+fn phase_name(status: &OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Queued => "queued",
+        OrderStatus::Executing { .. } => "executing",
+        OrderStatus::Executed { .. } => "executed",
+    }
+}
+
+#[tonic::async_trait]
+impl OrderQueue for OrderQueueService {
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+        Ok(Response::new(
+            self.enqueue_order(request.into_inner()).await?,
+        ))
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignResponse>, Status> {
+        Ok(Response::new(
+            self.campaign_for_lease(request.into_inner()).await?,
+        ))
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        Ok(Response::new(self.renew(request.into_inner()).await?))
+    }
+
+    async fn resign(
+        &self,
+        request: Request<pb::ResignRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        Ok(Response::new(
+            self.resign_lease(request.into_inner()).await?,
+        ))
+    }
+
+    async fn dequeue(
+        &self,
+        request: Request<pb::DequeueRequest>,
+    ) -> Result<Response<pb::DequeueResponse>, Status> {
+        Ok(Response::new(
+            self.dequeue_order(request.into_inner()).await?,
+        ))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        Ok(Response::new(
+            self.acknowledge_order(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        Ok(Response::new(self.find_order(request.into_inner()).await?))
+    }
+
+    async fn list_queue(
+        &self,
+        request: Request<pb::ListQueueRequest>,
+    ) -> Result<Response<pb::ListQueueResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.status().await))
+    }
+}
+
+impl TryFrom<pb::QueuedOrder> for QueuedOrder {
+    type Error = RequestError;
+
+    /// Checks what the queue needs: an id, and at least one line with a positive quantity each.
+    fn try_from(order: pb::QueuedOrder) -> Result<Self, Self::Error> {
+        let order_id = required_text("order.order_id", order.order_id)?;
+        if order.items.is_empty() {
+            return Err(RequestError::invalid("order.items", "must not be empty"));
+        }
+        if let Some(position) = order.items.iter().position(|item| item.quantity == 0) {
+            return Err(RequestError::invalid(
+                "order.items.quantity",
+                format!("line {position} has quantity 0; every line needs at least one book"),
+            ));
+        }
+        let items = order.items.into_iter().map(OrderItem::from).collect();
+        Ok(QueuedOrder::new(order_id, order.customer, items))
+    }
+}
+
+impl From<pb::QueueItem> for OrderItem {
+    fn from(item: pb::QueueItem) -> Self {
+        OrderItem {
+            title: item.title,
+            quantity: item.quantity,
+        }
+    }
+}
+
+impl From<&OrderItem> for pb::QueueItem {
+    fn from(item: &OrderItem) -> Self {
+        pb::QueueItem {
+            title: item.title.clone(),
+            quantity: item.quantity,
+        }
+    }
+}
+
+impl From<&QueuedOrder> for pb::QueuedOrder {
+    fn from(order: &QueuedOrder) -> Self {
+        pb::QueuedOrder {
+            order_id: order.order_id().to_owned(),
+            customer: order.customer().to_owned(),
+            items: order.items().iter().map(pb::QueueItem::from).collect(),
+        }
+    }
+}
+
+impl From<&OrderRecord> for pb::OrderState {
+    fn from(record: &OrderRecord) -> Self {
+        let mut state = pb::OrderState {
+            order: Some(pb::QueuedOrder::from(&record.order)),
+            phase: pb::OrderPhase::Queued as i32,
+            priority: record.order.priority(),
+            sequence: record.sequence,
+            enqueued_at_ms: record.enqueued_at_ms,
+            ..Default::default()
+        };
+        match &record.status {
+            OrderStatus::Queued => {}
+            OrderStatus::Executing {
+                executor_id,
+                token,
+                since_ms,
+            } => {
+                state.phase = pb::OrderPhase::Executing as i32;
+                state.executor_id = executor_id.clone();
+                state.token = *token;
+                state.since_ms = *since_ms;
+            }
+            OrderStatus::Executed {
+                executor_id,
+                token,
+                at_ms,
+            } => {
+                state.phase = pb::OrderPhase::Executed as i32;
+                state.executor_id = executor_id.clone();
+                state.token = *token;
+                state.since_ms = *at_ms;
+                state.executed_at_ms = *at_ms;
+            }
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(items: Vec<pb::QueueItem>) -> pb::QueuedOrder {
+        pb::QueuedOrder {
+            order_id: "o-1".into(),
+            customer: "Ada".into(),
+            items,
+        }
+    }
+
+    fn line(quantity: u32) -> pb::QueueItem {
+        pb::QueueItem {
+            title: "Dune".into(),
+            quantity,
+        }
+    }
+
+    fn field_of(error: RequestError) -> &'static str {
+        match error {
+            RequestError::InvalidArgument { field, .. } => field,
+            other => panic!("expected an invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_order_converts_with_its_priority() {
+        let converted = QueuedOrder::try_from(order(vec![line(2), line(3)])).expect("valid");
+        assert_eq!(converted.priority(), 5);
+        assert_eq!(
+            pb::QueuedOrder::from(&converted),
+            order(vec![line(2), line(3)])
+        );
+    }
+
+    #[test]
+    fn bad_orders_are_refused_naming_the_field() {
+        let no_id = pb::QueuedOrder {
+            order_id: " ".into(),
+            ..order(vec![line(1)])
+        };
+        assert_eq!(
+            field_of(QueuedOrder::try_from(no_id).unwrap_err()),
+            "order.order_id"
+        );
+        assert_eq!(
+            field_of(QueuedOrder::try_from(order(vec![])).unwrap_err()),
+            "order.items"
+        );
+        assert_eq!(
+            field_of(QueuedOrder::try_from(order(vec![line(1), line(0)])).unwrap_err()),
+            "order.items.quantity"
+        );
+    }
+
+    #[test]
+    fn lease_ttls_must_be_positive_and_sane() {
+        assert_eq!(lease_ttl_ms(1).expect("valid"), 1);
+        assert_eq!(field_of(lease_ttl_ms(0).unwrap_err()), "ttl_ms");
+        let too_long = MAX_LEASE_TTL.as_millis() as u64 + 1;
+        assert_eq!(field_of(lease_ttl_ms(too_long).unwrap_err()), "ttl_ms");
+    }
+
+    #[test]
+    fn not_leader_carries_the_leader_in_metadata() {
+        let status = Status::from(RequestError::NotLeader(ForwardToLeader {
+            leader_id: Some(2),
+            leader_node: Some(BasicNode::new("127.0.0.1:50062")),
+        }));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            status.message(),
+            "not the leader; the leader is node 2 at 127.0.0.1:50062"
+        );
+        let metadata = status.metadata();
+        assert_eq!(metadata.get(LEADER_ID_METADATA_KEY).unwrap(), "2");
+        assert_eq!(
+            metadata.get(LEADER_ADDR_METADATA_KEY).unwrap(),
+            "127.0.0.1:50062"
+        );
+
+        let unknown = Status::from(RequestError::NotLeader(ForwardToLeader::empty()));
+        assert_eq!(unknown.code(), Code::FailedPrecondition);
+        assert!(unknown.metadata().get(LEADER_ID_METADATA_KEY).is_none());
+        assert!(unknown.metadata().get(LEADER_ADDR_METADATA_KEY).is_none());
+    }
+
+    #[test]
+    fn an_executed_order_shows_executor_and_time() {
+        let record = OrderRecord {
+            order: QueuedOrder::new(
+                "o-1",
+                "Ada",
+                vec![OrderItem {
+                    title: "Dune".into(),
+                    quantity: 2,
+                }],
+            ),
+            sequence: 7,
+            status: OrderStatus::Executed {
+                executor_id: "executor-1".into(),
+                token: 3,
+                at_ms: 1_000,
+            },
+            enqueued_at_ms: 500,
+        };
+        let state = pb::OrderState::from(&record);
+        assert_eq!(state.phase(), pb::OrderPhase::Executed);
+        assert_eq!(
+            (
+                state.priority,
+                state.sequence,
+                state.token,
+                state.executed_at_ms
+            ),
+            (2, 7, 3, 1_000)
+        );
+        assert_eq!(state.executor_id, "executor-1");
+    }
+}

@@ -1,0 +1,314 @@
+//! Three real `queue-node` processes on loopback, each with its own temporary data directory:
+//! started, SIGKILLed, restarted (with their data or wiped) and waited on by polling their
+//! `ClusterStatus` with a deadline. Dropping a [`Cluster`] kills every node it started.
+//!
+//! Ports: a static peer list needs every port before any node starts, so nodes cannot listen
+//! on port 0. Ports are drawn from 20000-32767, below Linux's ephemeral range (32768-60999) so
+//! that no outgoing connection can take a killed node's port before it restarts, checked free
+//! by binding, and never handed out twice in one test process; a node that still fails to bind
+//! is retried (the whole cluster on fresh ports at start, the same port on restart).
+//!
+//! Tests using it must run on Tokio's multi-thread runtime: starting a process blocks its thread
+//! (`block_in_place`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bookstore_common::testing::{Service, StartError};
+use bookstore_proto as pb;
+use queue_raft::{ClientOptions, NodeId, QueueClient};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+pub const NODE_IDS: [NodeId; 3] = [1, 2, 3];
+/// How often a wait polls.
+const POLL: Duration = Duration::from_millis(50);
+/// How often starting a node is tried before giving up.
+const START_TRIES: usize = 5;
+
+/// Ports handed out in this test process.
+static PORTS_TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A loopback port that was free a moment ago and that no other test here was given.
+fn free_port() -> u16 {
+    loop {
+        let port = rand::random_range(20_000..32_768);
+        let mut taken = PORTS_TAKEN.lock().expect("port set lock");
+        if taken.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+}
+
+/// One node of the cluster: its port, data and process (if running).
+struct Node {
+    port: u16,
+    data: TempDir,
+    process: Option<Service>,
+}
+
+pub struct Cluster {
+    nodes: BTreeMap<NodeId, Node>,
+    /// Flags every node gets besides its identity, e.g. a small snapshot policy.
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts three nodes with `extra_args` and waits until they have elected a leader.
+    pub async fn start(extra_args: &[&str]) -> Cluster {
+        let extra_args: Vec<String> = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut last_error = None;
+        for _ in 0..START_TRIES {
+            let mut cluster = Cluster {
+                nodes: NODE_IDS
+                    .iter()
+                    .map(|id| {
+                        let node = Node {
+                            port: free_port(),
+                            data: TempDir::new().expect("temporary data directory"),
+                            process: None,
+                        };
+                        (*id, node)
+                    })
+                    .collect(),
+                extra_args: extra_args.clone(),
+            };
+            match NODE_IDS
+                .iter()
+                .try_for_each(|id| cluster.try_start_node(*id))
+            {
+                Ok(()) => {
+                    cluster.wait_for_leader(Duration::from_secs(20)).await;
+                    return cluster;
+                }
+                // Dropping the cluster kills the nodes that did start; try on fresh ports.
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("the cluster did not start: {last_error:?}");
+    }
+
+    /// Every node's `host:port`, in id order.
+    pub fn addrs(&self) -> Vec<String> {
+        NODE_IDS.iter().map(|id| self.addr(*id)).collect()
+    }
+
+    pub fn addr(&self, id: NodeId) -> String {
+        format!("127.0.0.1:{}", self.node(id).port)
+    }
+
+    /// A client of all three nodes.
+    pub fn client(&self) -> QueueClient {
+        QueueClient::new(self.addrs()).expect("client of the cluster")
+    }
+
+    pub fn client_with(&self, options: ClientOptions) -> QueueClient {
+        QueueClient::with_options(self.addrs(), options).expect("client of the cluster")
+    }
+
+    /// What node `id` logged since it was last started, one JSON object per line.
+    pub fn log_lines(&self, id: NodeId) -> Vec<String> {
+        self.node(id)
+            .process
+            .as_ref()
+            .map(Service::log_lines)
+            .unwrap_or_default()
+    }
+
+    /// Whether node `id` logged a line with this `message` since it was last started.
+    pub fn logged(&self, id: NodeId, message: &str) -> bool {
+        let needle = format!("\"message\":\"{message}\"");
+        self.log_lines(id).iter().any(|line| line.contains(&needle))
+    }
+
+    /// Kills node `id` with SIGKILL, as a crash would; its data stays.
+    pub fn kill(&mut self, id: NodeId) {
+        if let Some(process) = self.node_mut(id).process.take() {
+            process.kill();
+        }
+    }
+
+    /// Stops node `id` with SIGTERM and returns how it exited.
+    pub fn terminate(&mut self, id: NodeId) -> std::process::ExitStatus {
+        let process = self
+            .node_mut(id)
+            .process
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        tokio::task::block_in_place(|| process.terminate())
+    }
+
+    /// Starts node `id` again on its data, retrying while its port is still taken.
+    pub fn restart(&mut self, id: NodeId) {
+        self.kill(id);
+        let mut last_error = None;
+        for _ in 0..START_TRIES {
+            match self.try_start_node(id) {
+                Ok(()) => return,
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("node {id} did not restart: {last_error:?}");
+    }
+
+    /// Starts node `id` again with an empty data directory, as a replaced machine would.
+    pub fn wipe_and_restart(&mut self, id: NodeId) {
+        self.kill(id);
+        self.node_mut(id).data = TempDir::new().expect("temporary data directory");
+        self.restart(id);
+    }
+
+    fn try_start_node(&mut self, id: NodeId) -> Result<(), StartError> {
+        let peers: Vec<String> = NODE_IDS
+            .iter()
+            .map(|peer| format!("{peer}={}", self.addr(*peer)))
+            .collect();
+        let node = self.node(id);
+        let mut args = vec![
+            format!("--id={id}"),
+            format!("--listen=127.0.0.1:{}", node.port),
+            format!("--peers={}", peers.join(",")),
+            format!("--data-dir={}", node.data.path().display()),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        let process =
+            tokio::task::block_in_place(|| Service::try_start_with_args("queue-node", &args))?;
+        self.node_mut(id).process = Some(process);
+        Ok(())
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[&id]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.nodes.get_mut(&id).expect("node ids are 1 to 3")
+    }
+
+    fn running(&self) -> Vec<NodeId> {
+        NODE_IDS
+            .into_iter()
+            .filter(|id| self.node(*id).process.is_some())
+            .collect()
+    }
+
+    /// Node `id`'s own view of the cluster.
+    pub async fn status(&self, id: NodeId) -> pb::ClusterStatusResponse {
+        self.client()
+            .cluster_status_of(&self.addr(id))
+            .await
+            .unwrap_or_else(|error| panic!("status of node {id}: {error}"))
+    }
+
+    /// Waits until every running node names the same leader and that leader says it leads;
+    /// returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> NodeId {
+        let client = self.client();
+        let running = self.running();
+        wait_for(timeout, "a leader all running nodes agree on", || {
+            let client = client.clone();
+            let running = running.clone();
+            async move {
+                let statuses = client.cluster_status_all().await;
+                let mut leaders = BTreeSet::new();
+                let mut leader_says_leader = false;
+                for (id, (_, status)) in NODE_IDS.iter().zip(statuses) {
+                    if !running.contains(id) {
+                        continue;
+                    }
+                    let status = status.ok()?;
+                    leaders.insert(status.leader_id);
+                    leader_says_leader |= status.role == "leader" && status.leader_id == *id;
+                }
+                match leaders.into_iter().collect::<Vec<_>>()[..] {
+                    [leader] if leader != 0 && leader_says_leader => Some(leader),
+                    _ => None,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until node `id` has applied at least what `reference` has and holds the same
+    /// queue (depth and executed count); returns its status.
+    pub async fn wait_until_caught_up(
+        &self,
+        id: NodeId,
+        reference: NodeId,
+        timeout: Duration,
+    ) -> pb::ClusterStatusResponse {
+        let client = self.client();
+        let (addr, reference_addr) = (self.addr(id), self.addr(reference));
+        wait_for(timeout, "the node to catch up", || {
+            let client = client.clone();
+            let (addr, reference_addr) = (addr.clone(), reference_addr.clone());
+            async move {
+                let target = client.cluster_status_of(&reference_addr).await.ok()?;
+                let node = client.cluster_status_of(&addr).await.ok()?;
+                let caught_up = node.applied_index >= target.applied_index
+                    && node.queue_depth == target.queue_depth
+                    && node.executed_count == target.executed_count;
+                caught_up.then_some(node)
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    /// Kills every node (each `Service` does on drop); when a test failed, first shows what
+    /// each node logged last.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (id, node) in &self.nodes {
+                if let Some(process) = &node.process {
+                    let lines = process.log_lines();
+                    let tail = &lines[lines.len().saturating_sub(40)..];
+                    eprintln!(
+                        "--- node {id} ({}) last lines:\n{}",
+                        self.addr(*id),
+                        tail.join("\n")
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// An order with `books` copies of one title, so its priority is `books`.
+pub fn order(order_id: &str, books: u32) -> pb::QueuedOrder {
+    pb::QueuedOrder {
+        order_id: order_id.to_owned(),
+        customer: "Ada".to_owned(),
+        items: vec![pb::QueueItem {
+            title: "Dune".to_owned(),
+            quantity: books,
+        }],
+    }
+}
