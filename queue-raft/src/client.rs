@@ -346,7 +346,7 @@ impl QueueClient {
             waited: started.elapsed(),
             last_error: format!("{addr}: {last_error}"),
         };
-        let asked = client.cluster_status(pb::ClusterStatusRequest {});
+        let asked = client.cluster_status(pb::ClusterStatusRequest::default());
         match tokio::time::timeout(options.attempt_timeout, asked).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => match classify(&status) {

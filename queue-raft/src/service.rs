@@ -631,8 +631,15 @@ impl OrderQueue for OrderQueueService {
 
     async fn cluster_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let leads = self.raft.metrics().borrow().state.is_leader();
+        if request.into_inner().confirm_leadership && leads {
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(RequestError::from)?;
+        }
         Ok(Response::new(self.status().await))
     }
 }

@@ -456,3 +456,35 @@ async fn without_a_quorum_calls_fail_in_bounded_time() {
     let exit = cluster.terminate(survivor);
     assert!(exit.success(), "the node exited with {exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_confirms_its_status_only_with_a_majority() {
+    let mut cluster = Cluster::start(&[]).await;
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let addr = format!("http://{}", cluster.addr(leader));
+    let ask = |confirm_leadership: bool| {
+        let addr = addr.clone();
+        async move {
+            let mut client = OrderQueueClient::connect(addr).await.expect("connect");
+            let mut request = tonic::Request::new(pb::ClusterStatusRequest { confirm_leadership });
+            request.set_timeout(Duration::from_secs(2));
+            client
+                .cluster_status(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let confirmed = ask(true).await.expect("a leader with a majority confirms");
+    assert_eq!(confirmed.role, "leader");
+
+    for follower in NODE_IDS.into_iter().filter(|id| *id != leader) {
+        cluster.kill(follower);
+    }
+    let unconfirmed = ask(true).await;
+    assert!(
+        unconfirmed.is_err(),
+        "a leader alone confirmed its leadership: {unconfirmed:?}"
+    );
+    let local = ask(false).await.expect("the local view needs no majority");
+    assert_eq!(local.node_id, leader);
+}

@@ -2,6 +2,8 @@
 //! the node comes back from its persisted snapshot plus the log after it. One node needs no
 //! network, so every RPC here answers "unreachable".
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Config, Raft};
 use queue_raft::{
-    Command, CommandResponse, LogStore, NodeId, OrderItem, QueueState, QueuedOrder,
-    StateMachineStore, TypeConfig,
+    Command, CommandResponse, NodeId, OrderItem, QueueState, QueuedOrder, StateMachineStore,
+    TypeConfig,
 };
 use tempfile::TempDir;
 
@@ -70,28 +72,13 @@ impl RaftNetwork<TypeConfig> for NoPeers {
 
 /// Starts the node on the stores in `dir`; returns it with a handle to read its queue.
 async fn start_node(dir: &TempDir) -> (Raft<TypeConfig>, StateMachineStore) {
-    let log_store = open_when_released(dir).await;
+    let log_store = tokio::task::block_in_place(|| common::open_log_store(dir));
     let state_machine = StateMachineStore::open(log_store.db()).expect("open the state machine");
     let reader = state_machine.clone();
     let raft = Raft::new(NODE, config(), NoPeers, log_store, state_machine)
         .await
         .expect("start Raft");
     (raft, reader)
-}
-
-/// Opens the log store, waiting while the previous node's last tasks still hold sled's lock:
-/// `Raft::shutdown` returns before every task that owns a store clone has been dropped.
-async fn open_when_released(dir: &TempDir) -> LogStore {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match LogStore::open(dir.path()) {
-            Ok(store) => return store,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => panic!("open the log store: {error:?}"),
-        }
-    }
 }
 
 /// Purges the log right behind each snapshot, so a restart cannot succeed from the log alone.

@@ -9,14 +9,31 @@ pub mod cluster;
 use openraft::testing::log_id;
 use openraft::{Entry, EntryPayload};
 use queue_raft::{Command, LogStore, OrderItem, QueuedOrder, StateMachineStore, TypeConfig};
+use std::time::{Duration, Instant};
+
 use tempfile::TempDir;
 
 /// Opens both stores of one node in `dir`, the way a node does: one sled database, shared.
 pub fn open_stores(dir: &TempDir) -> (LogStore, StateMachineStore) {
-    let log_store = LogStore::open(dir.path()).expect("open the log store");
+    let log_store = open_log_store(dir);
     let state_machine =
         StateMachineStore::open(log_store.db()).expect("open the state machine store");
     (log_store, state_machine)
+}
+
+/// Opens the log store in `dir`, waiting while a store dropped a moment ago in this process
+/// still holds sled's file lock: sled releases it from its background threads (and openraft's
+/// tasks drop their store clones) only after the drop or `Raft::shutdown` has returned. A new
+/// process, as a restarted node is, never waits here.
+pub fn open_log_store(dir: &TempDir) -> LogStore {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match LogStore::open(dir.path()) {
+            Ok(store) => return store,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(error) => panic!("open the log store: {error:?}"),
+        }
+    }
 }
 
 /// A normal entry at `index` (term 1, leader node 0) carrying `command`.
