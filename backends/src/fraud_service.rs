@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use bookstore_proto::fraud_detection_server::{FraudDetection, FraudDetectionServer, SERVICE_NAME};
-use bookstore_proto::{CheckOrderRequest, CheckOrderResponse, mask_card_number, order_id_of};
+use bookstore_proto::{CheckOrderRequest, CheckOrderResponse, order_id_of};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -15,6 +15,7 @@ use crate::fraud::{FraudConfig, FraudEngine};
 use bookstore_common::grpc;
 
 use crate::Result;
+use crate::incoming::received_order;
 
 /// The service name the fraud-detection binary logs under.
 pub const NAME: &str = "fraud-detection";
@@ -42,26 +43,12 @@ impl FraudDetection for FraudService {
         request: Request<CheckOrderRequest>,
     ) -> Result<Response<CheckOrderResponse>, Status> {
         let order_id = order_id_of(&request).to_owned();
-        let Some(order) = request.into_inner().order else {
-            tracing::warn!(
-                order_id,
-                "fraud check refused: the request carries no order"
-            );
-            return Err(Status::invalid_argument(
-                "CheckOrderRequest.order is missing: send the order to check",
-            ));
-        };
-        let card = order
-            .credit_card
-            .as_ref()
-            .map(|card| mask_card_number(&card.number))
-            .unwrap_or_default();
-        tracing::info!(
-            order_id,
-            card,
-            items = order.items.len(),
-            "fraud check received"
-        );
+        let order = received_order(
+            "fraud check",
+            "CheckOrderRequest",
+            &order_id,
+            request.into_inner().order,
+        )?;
         let assessment = self
             .engine
             .lock()

@@ -10,12 +10,14 @@
 //! Serving:
 //! - [`verification_service`], [`fraud_service`], [`suggestions_service`]: the tonic handlers,
 //!   which only translate between protobuf and the pure modules, and log each request.
+//! - [`incoming`]: taking the order out of a request and logging its arrival, alike for both.
 //! - [`error`]: the crate's error type.
 
 pub mod catalogue;
 pub mod error;
 pub mod fraud;
 pub mod fraud_service;
+pub mod incoming;
 pub mod suggestions;
 pub mod suggestions_service;
 pub mod verification;

@@ -7,9 +7,7 @@ use std::future::Future;
 use bookstore_proto::transaction_verification_server::{
     SERVICE_NAME, TransactionVerification, TransactionVerificationServer,
 };
-use bookstore_proto::{
-    VerifyTransactionRequest, VerifyTransactionResponse, mask_card_number, order_id_of,
-};
+use bookstore_proto::{VerifyTransactionRequest, VerifyTransactionResponse, order_id_of};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -18,6 +16,7 @@ use crate::verification::verify;
 use bookstore_common::grpc;
 
 use crate::Result;
+use crate::incoming::received_order;
 
 /// The service name the transaction-verification binary logs under.
 pub const NAME: &str = "transaction-verification";
@@ -33,26 +32,12 @@ impl TransactionVerification for VerificationService {
         request: Request<VerifyTransactionRequest>,
     ) -> Result<Response<VerifyTransactionResponse>, Status> {
         let order_id = order_id_of(&request).to_owned();
-        let Some(order) = request.into_inner().order else {
-            tracing::warn!(
-                order_id,
-                "verification refused: the request carries no order"
-            );
-            return Err(Status::invalid_argument(
-                "VerifyTransactionRequest.order is missing: send the order to verify",
-            ));
-        };
-        let card = order
-            .credit_card
-            .as_ref()
-            .map(|card| mask_card_number(&card.number))
-            .unwrap_or_default();
-        tracing::info!(
-            order_id,
-            card,
-            items = order.items.len(),
-            "verification received"
-        );
+        let order = received_order(
+            "verification",
+            "VerifyTransactionRequest",
+            &order_id,
+            request.into_inner().order,
+        )?;
         let today = chrono::Local::now().date_naive();
         let reasons = verify(&order, today);
         let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
