@@ -85,7 +85,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), draining)
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY small answers wait for delayed ACKs: 40 ms per call.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            draining,
+        )
         .await?;
     tracing::info!(service = service_name, "stopped");
     Ok(())

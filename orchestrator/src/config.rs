@@ -3,6 +3,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use queue_raft::client::QueueClient;
 use tokio::net::TcpListener;
@@ -80,6 +81,12 @@ pub async fn run(
         .local_addr()
         .context("listener has no local address")?;
     tracing::info!(service = "orchestrator", %addr, "listening");
+    // Without TCP_NODELAY small answers wait for the client's delayed ACK.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, routes::app(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -253,9 +253,13 @@ async fn one_grep_of_the_order_id_tells_the_whole_story_and_no_log_shows_the_car
         );
     }
     for (service, line) in &logs {
-        for secret in ["4532015112830366", "4532 0151 1283 0366", "9876"] {
+        for secret in ["4532015112830366", "4532 0151 1283 0366"] {
             assert!(!line.contains(secret), "{service} logged {secret}: {line}");
         }
+        assert!(
+            !mentions_alone(line, "9876"),
+            "{service} logged the CVV: {line}"
+        );
     }
     assert!(
         !answer.to_string().contains("4532"),
@@ -272,4 +276,25 @@ async fn one_grep_of_the_order_id_tells_the_whole_story_and_no_log_shows_the_car
             "{name} exits cleanly on SIGTERM"
         );
     }
+}
+
+/// Whether `token` stands in `line` on its own, not inside a longer run of letters or digits
+/// (as four digits of a timestamp or an id would).
+fn mentions_alone(line: &str, token: &str) -> bool {
+    line.match_indices(token).any(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + token.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+#[test]
+fn a_token_inside_a_longer_run_is_not_a_mention() {
+    assert!(!mentions_alone(
+        r#"{"timestamp":"09:19:13.849876Z"}"#,
+        "9876"
+    ));
+    assert!(mentions_alone(r#"{"cvv":"9876"}"#, "9876"));
+    assert!(mentions_alone("cvv=9876", "9876"));
 }

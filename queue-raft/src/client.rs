@@ -56,7 +56,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(500),
             initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_millis(100),
         }
     }
 }
