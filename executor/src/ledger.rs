@@ -1,0 +1,132 @@
+//! The executions ledger: the visible effect of executing an order, one JSON line per execution
+//! appended to a file (several executors may share it: each line is one `write` to a file opened
+//! for appending), and flushed to disk before the executor acknowledges the order.
+//!
+//! Each line carries the fencing token it was written under. The executor writes only while its
+//! lease is confirmed and right after renewing it, so the acknowledgement has a whole lease to
+//! commit in; if it still does not (the executor dies in between, or the cluster stays leaderless
+//! longer than a lease), the order is executed again by the next leader and the ledger holds two
+//! lines for it. The cluster's executed record names the token that counts: a reader keeps the
+//! line with that token, which is what fencing means for a store that cannot check tokens itself.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One execution of one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub order_id: String,
+    pub executor_id: String,
+    /// The fencing token of the lease it was executed under.
+    pub token: u64,
+    pub priority: u32,
+    pub customer: String,
+    /// When the execution finished, RFC 3339.
+    pub executed_at: String,
+}
+
+/// Why an execution could not be recorded; the order is then not acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot append to the ledger {path}: {source}")]
+pub struct LedgerError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// An append-only file of [`Execution`]s.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    path: PathBuf,
+}
+
+impl Ledger {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `execution` as one line and waits until it is on disk.
+    pub async fn record(&self, execution: &Execution) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let error = |source| LedgerError {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(execution).map_err(|json| error(json.into()))?;
+        line.push(b'\n');
+        tokio::task::spawn_blocking(move || append_durably(&path, &line))
+            .await
+            .map_err(|join| error(std::io::Error::other(join)))?
+            .map_err(error)
+    }
+
+    /// Every execution recorded so far, in file order; for tests and tools.
+    pub fn read_all(path: &Path) -> Result<Vec<Execution>, LedgerError> {
+        let error = |source| LedgerError {
+            path: path.to_owned(),
+            source,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(missing) if missing.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(other) => return Err(error(other)),
+        };
+        text.lines()
+            .map(|line| serde_json::from_str(line).map_err(|json| error(json.into())))
+            .collect()
+    }
+}
+
+/// One `write` of the whole line, so that concurrent appenders never interleave, then `fsync`.
+fn append_durably(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(line)?;
+    file.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn execution(order_id: &str, token: u64) -> Execution {
+        Execution {
+            order_id: order_id.to_owned(),
+            executor_id: "executor-1".to_owned(),
+            token,
+            priority: 3,
+            customer: "Ada".to_owned(),
+            executed_at: "2026-11-27T10:00:00.000Z".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn executions_are_appended_one_line_each() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("executions.jsonl");
+        assert_eq!(Ledger::read_all(&path).expect("no ledger yet"), []);
+        let ledger = Ledger::new(&path);
+        ledger.record(&execution("a", 1)).await.expect("append");
+        ledger.record(&execution("b", 2)).await.expect("append");
+        assert_eq!(
+            Ledger::read_all(&path).expect("read back"),
+            [execution("a", 1), execution("b", 2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_ledger_is_an_error() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let ledger = Ledger::new(dir.path().join("missing-dir").join("executions.jsonl"));
+        let error = ledger.record(&execution("a", 1)).await.unwrap_err();
+        assert_eq!(error.source.kind(), std::io::ErrorKind::NotFound);
+    }
+}
