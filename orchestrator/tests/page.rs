@@ -1,5 +1,5 @@
-//! The checkout page in headless Chromium against the real services: pick a book, submit, and
-//! read the decision and the suggestions from the page.
+//! The checkout page in headless Chromium against the real services: pick a book, submit, read
+//! the decision and the suggestions from the page, and watch the order until it is executed.
 //!
 //! Needs Debian's `chromium` (`scripts/test` installs it); `CHROMIUM` names another binary.
 
@@ -77,8 +77,12 @@ async fn wait_for_text(page: &Page, selector: &str, accept: impl Fn(&str) -> boo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_book_picked_on_the_page_is_approved_with_suggestions() {
-    let system = System::start().await;
+async fn a_book_picked_on_the_page_is_approved_and_seen_executed() {
+    let system = System::start_with(common::Options {
+        executors: 3,
+        ..Default::default()
+    })
+    .await;
     let (mut browser, events, _profile) = launch().await;
     let page = browser.new_page(system.url("/")).await.expect("page opens");
 

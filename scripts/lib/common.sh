@@ -46,3 +46,41 @@ require_free_port() {
         return 1
     fi
 }
+
+# Waits until process PID is gone; a zombie counts as gone (processes started detached by an
+# earlier run of a script are reparented, and their new parent may reap them late).
+wait_gone() {
+    local state
+    while state=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $state != Z* ]]; do
+        sleep 0.05
+    done
+}
+
+# Prints the PID recorded in PID_FILE when that process still runs PROGRAM, else nothing.
+running_pid() {
+    local pid_file=$1 program=$2 pid
+    [[ -f $pid_file ]] || return 0
+    pid=$(<"$pid_file")
+    if kill -0 "$pid" 2>/dev/null && grep -q "$program" "/proc/$pid/cmdline" 2>/dev/null; then
+        echo "$pid"
+    fi
+}
+
+# start_detached PID_FILE LOG_FILE COMMAND...: runs COMMAND in its own session (so it outlives
+# the script and a Ctrl-C meant for the terminal), appending to LOG_FILE, and records its PID.
+start_detached() {
+    local pid_file=$1 log_file=$2
+    shift 2
+    mkdir -p "$(dirname "$log_file")" "$(dirname "$pid_file")"
+    setsid "$@" >>"$log_file" 2>&1 </dev/null &
+    echo $! >"$pid_file"
+}
+
+# stop_pids SIGNAL PID...: signals every PID and waits until each is gone.
+stop_pids() {
+    local signal=$1 pid
+    shift
+    [[ $# -gt 0 ]] || return 0
+    kill "-$signal" "$@" 2>/dev/null || true
+    for pid in "$@"; do wait_gone "$pid"; done
+}

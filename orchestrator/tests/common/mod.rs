@@ -21,6 +21,8 @@ pub struct System {
     pub transaction_verification: Option<Service>,
     pub suggestions: Option<Service>,
     pub orchestrator: Service,
+    /// The order executors, when the test asked for them.
+    pub executors: Vec<Service>,
 }
 
 /// What a test may change about the system it starts.
@@ -28,6 +30,8 @@ pub struct Options {
     pub backend_timeout: Duration,
     /// Extra flags for fraud detection, e.g. to lift the card-velocity limit for many orders.
     pub fraud_detection_args: Vec<String>,
+    /// How many order executors to start (ids `executor-1`...).
+    pub executors: usize,
 }
 
 impl Default for Options {
@@ -35,6 +39,7 @@ impl Default for Options {
         Self {
             backend_timeout: Duration::from_secs(2),
             fraud_detection_args: Vec::new(),
+            executors: 0,
         }
     }
 }
@@ -77,8 +82,20 @@ impl System {
                     format!("--queue-nodes={queue_nodes}"),
                 ],
             );
+            let executors = (1..=options.executors)
+                .map(|n| {
+                    Service::start(
+                        "order-executor",
+                        &[
+                            format!("--id=executor-{n}"),
+                            format!("--queue-nodes={queue_nodes}"),
+                        ],
+                    )
+                })
+                .collect();
             System {
                 cluster,
+                executors,
                 fraud_detection: Some(fraud_detection),
                 transaction_verification: Some(transaction_verification),
                 suggestions: Some(suggestions),
