@@ -9,6 +9,10 @@
 //!   committed in a newer term (so by the new leader, never a late answer of the old one), then
 //!   restarts the node and waits until every node has applied everything before the next round.
 //!
+//! - [`executors`]: how fast the order executors get through a queue when executing takes no
+//!   time, so that every order costs one election; the executors themselves are started and
+//!   stopped by the caller between its two steps.
+//!
 //! Nothing here touches a node's process or files: killing and restarting go through shell
 //! commands the caller gives (`scripts/cluster kill {node}`), so the same rounds can drive any
 //! way of running the nodes.
@@ -25,6 +29,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{ClientError, NodeId, QueueClient};
+
+pub mod executors;
 
 /// Latencies are recorded in microseconds, up to a minute, with 3 significant digits.
 const HISTOGRAM_MAX_MICROS: u64 = 60_000_000;
@@ -64,6 +70,26 @@ pub enum BenchError {
         round: usize,
         killed: NodeId,
         waited: Duration,
+    },
+    #[error(
+        "the cluster was not idle (a leader, no lease held, nothing queued) within {waited:?}: {state}"
+    )]
+    NotIdle { waited: Duration, state: String },
+    #[error("order {order_id}: {source}")]
+    Client {
+        order_id: String,
+        source: ClientError,
+    },
+    #[error("order {order_id} was already known to the queue")]
+    AlreadyKnown { order_id: String },
+    #[error("order {order_id} is unknown to the queue")]
+    UnknownOrder { order_id: String },
+    #[error("{executed} of {count} orders were executed within {waited:?}: {state}")]
+    NotExecuted {
+        waited: Duration,
+        executed: usize,
+        count: usize,
+        state: String,
     },
 }
 

@@ -1,15 +1,17 @@
-//! `queue-bench`: load and failover measurements of a running queue cluster, from a client's
-//! side. Parses flags and calls [`queue_raft::bench`]; every result is one JSON line on stdout,
+//! `queue-bench`: load, failover and executor measurements of a running queue cluster, from a
+//! client's side. Parses flags and calls [`queue_raft::bench`]; every result is one JSON line on stdout,
 //! anything else goes to stderr. `scripts/bench` runs it and writes `docs/BENCHMARKS.md`.
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use queue_raft::QueueClient;
+use queue_raft::bench::executors::{self, EnqueueOptions, MeasureOptions};
 use queue_raft::bench::{self, FailoverOptions, ThroughputOptions};
 use serde::Serialize;
 
-/// Measures the order-queue cluster: enqueue throughput and latency, and leader failover.
+/// Measures the order-queue cluster: enqueue throughput and latency, leader failover, and how fast
+/// executors elected through it execute orders.
 #[derive(Debug, Parser)]
 #[command(name = "queue-bench", version)]
 struct Args {
@@ -59,6 +61,45 @@ enum Command {
         /// Seconds to wait for every node to be up and caught up, before and after each round.
         #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
         settle_timeout: f64,
+    },
+    /// Orders executed per second by executors that take no time to execute: first `enqueue`
+    /// with no executor at work, then start the executors, then `measure`.
+    Executors {
+        #[command(subcommand)]
+        step: ExecutorsStep,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecutorsStep {
+    /// Waits until no executor is at work (no lease held, nothing queued), enqueues N orders of
+    /// mixed sizes with unique ids; prints the run's id for `measure`.
+    Enqueue {
+        /// Orders to enqueue.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+        count: u64,
+        /// Enqueues in flight at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        concurrency: u64,
+        /// Seconds to wait for the cluster to be idle.
+        #[arg(long, default_value_t = 30.0, value_parser = positive_seconds)]
+        idle_timeout: f64,
+    },
+    /// Waits until every order of the run is executed; prints orders/s from the cluster's
+    /// execution times, the cycle between executions, the re-election time and who led.
+    Measure {
+        /// The run `enqueue` printed.
+        #[arg(long)]
+        run: String,
+        /// Orders `enqueue` enqueued.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+        count: u64,
+        /// The executors' --execution-ms, subtracted from each cycle.
+        #[arg(long, default_value_t = 0)]
+        execution_ms: u64,
+        /// Seconds to wait for every order to be executed.
+        #[arg(long, default_value_t = 600.0, value_parser = positive_seconds)]
+        timeout: f64,
     },
 }
 
@@ -122,6 +163,39 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = bench::failover(&client, &options, print_json).await?;
             print_json(&report);
+        }
+        Command::Executors {
+            step:
+                ExecutorsStep::Enqueue {
+                    count,
+                    concurrency,
+                    idle_timeout,
+                },
+        } => {
+            let options = EnqueueOptions {
+                count: usize::try_from(count)?,
+                concurrency: usize::try_from(concurrency)?,
+                idle_timeout: Duration::from_secs_f64(idle_timeout),
+            };
+            print_json(&executors::enqueue(&client, &options).await?);
+        }
+        Command::Executors {
+            step:
+                ExecutorsStep::Measure {
+                    run,
+                    count,
+                    execution_ms,
+                    timeout,
+                },
+        } => {
+            let options = MeasureOptions {
+                run,
+                count: usize::try_from(count)?,
+                execution: Duration::from_millis(execution_ms),
+                timeout: Duration::from_secs_f64(timeout),
+                concurrency: 16,
+            };
+            print_json(&executors::measure(&client, &options).await?);
         }
     }
     Ok(())
