@@ -2,12 +2,17 @@
 //! itself (`ClusterStatus`), so this works while there is no leader.
 //!
 //! `queuectl --nodes A,B,C status` prints one line per node; `queuectl --nodes A,B,C leader`
-//! prints the leader's node id, or exits 1 when no node leads.
+//! prints the leader's node id, or exits 1 when no node leads. `queuectl probe TARGET` is the
+//! healthcheck of every container (`http://host:port/path` wants a 2xx, `grpc://host:port` the
+//! gRPC health service's SERVING); it needs no `--nodes`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
+use bookstore_common::probe::{Target, probe};
 use bookstore_proto as pb;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 use queue_raft::QueueClient;
 
 /// Inspects the order-queue cluster.
@@ -15,8 +20,9 @@ use queue_raft::QueueClient;
 #[command(name = "queuectl", version)]
 struct Args {
     /// Every node's address, host:port or http://host:port, comma-separated; written
-    /// `id=host:port`, the id also names a node that does not answer.
-    #[arg(long, env = "QUEUE_NODES", value_delimiter = ',', required = true)]
+    /// `id=host:port`, the id also names a node that does not answer. Needed by `status` and
+    /// `leader`.
+    #[arg(long, env = "QUEUE_NODES", value_delimiter = ',')]
     nodes: Vec<String>,
     #[command(subcommand)]
     command: Command,
@@ -29,6 +35,15 @@ enum Command {
     Status,
     /// The leader's node id; exit status 1 when no node leads.
     Leader,
+    /// Exit status 0 when TARGET is healthy, 1 otherwise (a container healthcheck):
+    /// `http://host:port/path` wants a 2xx answer, `grpc://host:port` a SERVING answer from the
+    /// gRPC health service.
+    Probe {
+        target: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 /// The node that says it leads in the highest term, if any; a deposed leader that has not heard
@@ -48,6 +63,29 @@ fn named_node(node: &str) -> (&str, &str) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if let Command::Probe { target, timeout_ms } = &args.command {
+        let target = Target::parse(target)?;
+        return Ok(
+            match probe(&target, Duration::from_millis(*timeout_ms)).await {
+                Ok(answer) => {
+                    println!("healthy: {answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("queuectl: unhealthy: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+        );
+    }
+    if args.nodes.is_empty() {
+        Args::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "--nodes <NODES> (or QUEUE_NODES) is required by `status` and `leader`",
+            )
+            .exit();
+    }
     let (ids, addrs): (Vec<&str>, Vec<String>) = args
         .nodes
         .iter()
@@ -77,6 +115,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Probe { .. } => unreachable!("answered above"),
         Command::Leader => {
             let statuses: Vec<pb::ClusterStatusResponse> = answers
                 .into_iter()
