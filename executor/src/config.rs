@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use queue_raft::{ClientOptions, QueueClient};
+use queue_raft::{ClientOptions, QueueClient, QueueNodes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -27,14 +27,8 @@ pub struct Config {
     /// think they hold its lease).
     #[arg(long, env = "EXECUTOR_ID")]
     pub id: String,
-    /// The order queue's nodes (host:port, comma-separated); the client finds the leader.
-    #[arg(
-        long,
-        env = "QUEUE_NODES",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063"
-    )]
-    pub queue_nodes: Vec<String>,
+    #[command(flatten)]
+    pub queue_nodes: QueueNodes,
     /// How long the lease lasts unless renewed, in milliseconds; renewed every third of it. It
     /// should outlast a Raft failover (about a second), or an order in hand is abandoned then.
     #[arg(long, env = "EXECUTOR_LEASE_TTL_MS", default_value_t = 2000,
@@ -90,8 +84,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ExecutorError> {
-    let client = QueueClient::with_options(config.queue_nodes.clone(), config.client_options())
-        .map_err(ExecutorError::InvalidQueueNodes)?;
+    let client =
+        QueueClient::with_options(config.queue_nodes.addrs.clone(), config.client_options())
+            .map_err(ExecutorError::InvalidQueueNodes)?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -171,7 +166,7 @@ mod tests {
             .expect("defaults parse");
         assert_eq!(config.listen, "0.0.0.0:50071".parse().expect("address"));
         assert_eq!(
-            config.queue_nodes,
+            config.queue_nodes.addrs,
             ["127.0.0.1:50061", "127.0.0.1:50062", "127.0.0.1:50063"]
         );
         assert_eq!(config.timing().lease_ttl, Duration::from_secs(2));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::cluster::{Cluster, wait_for};
 use common::{
-    EXECUTOR_IDS, ExecutorOptions, Executors, assert_executed_exactly_once, enqueue_orders,
+    EXECUTOR_IDS, ExecutorOptions, Executors, assert_executed_exactly_once, enqueue_orders, ids_of,
     wait_until_executed,
 };
 
@@ -20,10 +20,7 @@ async fn every_order_is_executed_once_by_priority_with_an_election_per_order() {
     let cluster = Cluster::start(&[]).await;
     let client = cluster.client();
     let orders = enqueue_orders(&client, ORDERS).await;
-    let order_ids: Vec<String> = orders
-        .iter()
-        .map(|(order_id, _)| order_id.clone())
-        .collect();
+    let order_ids = ids_of(&orders);
     let mut executors = Executors::start(&cluster, &ExecutorOptions::default());
 
     let states = wait_until_executed(&client, &order_ids, Duration::from_secs(90)).await;

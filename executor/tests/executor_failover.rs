@@ -9,7 +9,7 @@ use bookstore_proto as pb;
 use common::cluster::{Cluster, wait_for};
 use common::{
     ExecutorOptions, Executors, assert_executed_exactly_once, enqueue_orders, executing_order,
-    wait_until_executed,
+    ids_of, wait_until_executed,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,10 +17,7 @@ async fn an_order_held_by_a_killed_leader_is_executed_once_by_another_after_its_
     let cluster = Cluster::start(&[]).await;
     let client = cluster.client();
     let orders = enqueue_orders(&client, 3).await;
-    let order_ids: Vec<String> = orders
-        .iter()
-        .map(|(order_id, _)| order_id.clone())
-        .collect();
+    let order_ids = ids_of(&orders);
     let options = ExecutorOptions {
         lease_ttl_ms: 1_000,
         execution_ms: [2_000; 3],

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::cluster::{Cluster, wait_for};
 use common::{
-    ExecutorOptions, Executors, assert_executed_exactly_once, enqueue_orders, wait_until_executed,
+    ExecutorOptions, Executors, assert_executed_exactly_once, enqueue_orders, ids_of,
+    wait_until_executed,
 };
 
 const ORDERS: usize = 60;
@@ -17,10 +18,7 @@ async fn executions_go_on_through_a_raft_leader_crash_with_none_lost_or_doubled(
     let mut cluster = Cluster::start(&[]).await;
     let client = cluster.client();
     let orders = enqueue_orders(&client, ORDERS).await;
-    let order_ids: Vec<String> = orders
-        .iter()
-        .map(|(order_id, _)| order_id.clone())
-        .collect();
+    let order_ids = ids_of(&orders);
     // A lease that outlasts a Raft failover (about a second), so an order in hand survives it.
     let options = ExecutorOptions {
         lease_ttl_ms: 3_000,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::cluster::{Cluster, wait_for};
 use common::{
     ExecutorOptions, Executors, assert_executed_exactly_once, enqueue_orders, executing_order,
-    wait_until_executed,
+    ids_of, wait_until_executed,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,10 +17,7 @@ async fn an_executor_stopped_mid_order_resigns_and_the_order_is_executed_by_anot
     let cluster = Cluster::start(&[]).await;
     let client = cluster.client();
     let orders = enqueue_orders(&client, 2).await;
-    let order_ids: Vec<String> = orders
-        .iter()
-        .map(|(order_id, _)| order_id.clone())
-        .collect();
+    let order_ids = ids_of(&orders);
     // A lease far longer than the test waits: the order can only come back by resignation.
     let options = ExecutorOptions {
         lease_ttl_ms: 30_000,

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::Parser;
-use queue_raft::client::QueueClient;
+use queue_raft::client::{QueueClient, QueueNodes};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -45,14 +45,8 @@ pub struct Config {
         default_value = "http://127.0.0.1:50053"
     )]
     pub suggestions_addr: String,
-    /// The order queue's nodes (host:port, comma-separated); the client finds the leader.
-    #[arg(
-        long,
-        env = "QUEUE_NODES",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063"
-    )]
-    pub queue_nodes: Vec<String>,
+    #[command(flatten)]
+    pub queue_nodes: QueueNodes,
     /// How long each backend call may take, in milliseconds, before the checkout gives up on it.
     #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 2000)]
     pub backend_timeout_ms: u64,
@@ -71,7 +65,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = AppState {
         backends: Backends::connect_lazy(&config).context("invalid backend address")?,
-        queue: QueueClient::new(config.queue_nodes.clone()).context("invalid queue address")?,
+        queue: QueueClient::new(config.queue_nodes.addrs.clone())
+            .context("invalid queue address")?,
         rejections: RejectionLog::default(),
     };
     let listener = TcpListener::bind(config.listen)

@@ -32,6 +32,19 @@ use crate::service::LEADER_ADDR_METADATA_KEY;
 /// The largest answer the client accepts (a long `ListQueue`).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
+/// The `--queue-nodes` flag (env `QUEUE_NODES`) of every program that talks to the queue.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueNodes {
+    /// The order queue's nodes (host:port, comma-separated); the client finds the leader.
+    #[arg(
+        long = "queue-nodes",
+        env = "QUEUE_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063"
+    )]
+    pub addrs: Vec<String>,
+}
+
 /// How hard the client tries before giving up.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

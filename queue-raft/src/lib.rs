@@ -46,7 +46,7 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
-pub use client::{ClientError, ClientOptions, QueueClient};
+pub use client::{ClientError, ClientOptions, QueueClient, QueueNodes};
 pub use error::StoreOpenError;
 pub use log_store::LogStore;
 pub use node::{NodeConfig, NodeError};

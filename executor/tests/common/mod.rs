@@ -195,6 +195,14 @@ impl Drop for Executors {
 
 /// Enqueues `count` orders named `order-000`.. with 1 to 5 books each (mixed, deterministic),
 /// one at a time; returns each order's id and its number of books (its priority).
+/// The ids of orders as [`enqueue_orders`] returns them.
+pub fn ids_of(orders: &[(String, u32)]) -> Vec<String> {
+    orders
+        .iter()
+        .map(|(order_id, _)| order_id.clone())
+        .collect()
+}
+
 pub async fn enqueue_orders(client: &QueueClient, count: usize) -> Vec<(String, u32)> {
     let mut orders = Vec::with_capacity(count);
     for n in 0..count {
