@@ -234,7 +234,7 @@ impl FraudEngine {
             if KNOWN_FRAUD_CARDS.contains(&digits.as_str()) {
                 fired.push((
                     KNOWN_FRAUD_WEIGHT,
-                    reason(
+                    Reason::new(
                         "known_fraud_card",
                         "creditCard.number",
                         "The card is on the list of cards known to be used for fraud.".into(),
@@ -245,7 +245,7 @@ impl FraudEngine {
             if uses > self.config.max_orders {
                 fired.push((
                     VELOCITY_WEIGHT,
-                    reason(
+                    Reason::new(
                         "card_velocity",
                         "creditCard.number",
                         format!(
@@ -266,7 +266,7 @@ impl FraudEngine {
         if books > LARGE_ORDER_BOOKS {
             fired.push((
                 LARGE_ORDER_WEIGHT,
-                reason(
+                Reason::new(
                     "large_order",
                     "items",
                     format!(
@@ -286,7 +286,7 @@ impl FraudEngine {
         {
             fired.push((
                 COUNTRY_MISMATCH_WEIGHT,
-                reason(
+                Reason::new(
                     "country_mismatch",
                     "billingAddress.country",
                     format!(
@@ -349,14 +349,6 @@ impl FraudEngine {
             uses.times.pop_front();
         }
         uses.times.len()
-    }
-}
-
-fn reason(code: &str, field: &str, message: String) -> Reason {
-    Reason {
-        code: code.into(),
-        field: field.into(),
-        message,
     }
 }
 

@@ -59,7 +59,7 @@ pub fn verify(order: &Order, today: NaiveDate) -> Vec<Reason> {
         &mut reasons,
     );
     if !order.terms_accepted {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "terms_not_accepted",
             "termsAndConditionsAccepted",
             "The terms and conditions must be accepted.".into(),
@@ -102,7 +102,7 @@ pub fn card_digits(number: &str) -> Option<String> {
 
 fn check_items(items: &[Item], reasons: &mut Vec<Reason>) {
     if items.is_empty() {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "items_missing",
             "items",
             "The order must contain at least one item.".into(),
@@ -110,14 +110,14 @@ fn check_items(items: &[Item], reasons: &mut Vec<Reason>) {
     }
     for (index, item) in items.iter().enumerate() {
         if item.name.trim().is_empty() {
-            reasons.push(reason(
+            reasons.push(Reason::new(
                 "item_name_missing",
                 &format!("items[{index}].name"),
                 format!("Item {} has no book name.", index + 1),
             ));
         }
         if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-            reasons.push(reason(
+            reasons.push(Reason::new(
                 "item_quantity_out_of_range",
                 &format!("items[{index}].quantity"),
                 format!(
@@ -132,14 +132,14 @@ fn check_items(items: &[Item], reasons: &mut Vec<Reason>) {
 
 fn check_user(user: &User, reasons: &mut Vec<Reason>) {
     if user.name.trim().is_empty() {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "user_name_missing",
             "user.name",
             "The user's name is missing.".into(),
         ));
     }
     if user.contact.trim().is_empty() {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "user_contact_missing",
             "user.contact",
             "The user's contact (e-mail or phone) is missing.".into(),
@@ -152,7 +152,7 @@ fn check_card(card: &CreditCard, today: NaiveDate, reasons: &mut Vec<Reason>) {
     check_expiry(&card.expiration_date, today, reasons);
     let cvv = card.cvv.trim();
     if !((3..=4).contains(&cvv.len()) && cvv.bytes().all(|byte| byte.is_ascii_digit())) {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "card_cvv_format",
             "creditCard.cvv",
             "The card's CVV must be 3 or 4 digits.".into(),
@@ -163,7 +163,7 @@ fn check_card(card: &CreditCard, today: NaiveDate, reasons: &mut Vec<Reason>) {
 fn check_card_number(number: &str, reasons: &mut Vec<Reason>) {
     const FIELD: &str = "creditCard.number";
     if number.trim().is_empty() {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "card_number_missing",
             FIELD,
             "The card number is missing.".into(),
@@ -171,7 +171,7 @@ fn check_card_number(number: &str, reasons: &mut Vec<Reason>) {
         return;
     }
     let Some(digits) = card_digits(number) else {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "card_number_format",
             FIELD,
             "The card number may hold only digits, with spaces or dashes between them.".into(),
@@ -179,7 +179,7 @@ fn check_card_number(number: &str, reasons: &mut Vec<Reason>) {
         return;
     };
     if !(MIN_CARD_DIGITS..=MAX_CARD_DIGITS).contains(&digits.len()) {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "card_number_length",
             FIELD,
             format!(
@@ -188,7 +188,7 @@ fn check_card_number(number: &str, reasons: &mut Vec<Reason>) {
             ),
         ));
     } else if !passes_luhn(&digits) {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "card_luhn",
             FIELD,
             "The card number is not valid: its check digit is wrong (Luhn).".into(),
@@ -221,7 +221,7 @@ fn check_expiry(expiry: &str, today: NaiveDate, reasons: &mut Vec<Reason>) {
     const FIELD: &str = "creditCard.expirationDate";
     let expiry = expiry.trim();
     if expiry.is_empty() {
-        reasons.push(reason(
+        reasons.push(Reason::new(
             "card_expiry_missing",
             FIELD,
             "The card's expiry date is missing.".into(),
@@ -229,10 +229,10 @@ fn check_expiry(expiry: &str, today: NaiveDate, reasons: &mut Vec<Reason>) {
         return;
     }
     match parse_expiry(expiry) {
-        Err(message) => reasons.push(reason("card_expiry_format", FIELD, message.into())),
+        Err(message) => reasons.push(Reason::new("card_expiry_format", FIELD, message.into())),
         // A card is valid through the last day of its expiry month.
         Ok((year, month)) if (year, month) < (today.year(), today.month()) => {
-            reasons.push(reason(
+            reasons.push(Reason::new(
                 "card_expired",
                 FIELD,
                 format!("The card expired at the end of {month:02}/{year}."),
@@ -251,20 +251,12 @@ fn check_billing_address(address: &Address, reasons: &mut Vec<Reason>) {
     ];
     for (code, part, value) in parts {
         if value.trim().is_empty() {
-            reasons.push(reason(
+            reasons.push(Reason::new(
                 code,
                 &format!("billingAddress.{part}"),
                 format!("The billing address has no {part}."),
             ));
         }
-    }
-}
-
-fn reason(code: &str, field: &str, message: String) -> Reason {
-    Reason {
-        code: code.into(),
-        field: field.into(),
-        message,
     }
 }
 

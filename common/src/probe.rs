@@ -155,14 +155,14 @@ mod tests {
     #[test]
     fn parses_targets() {
         assert_eq!(
-            Target::parse("http://orchestrator:8081/health").unwrap(),
+            Target::parse("http://orchestrator:8081/health").expect("a valid target"),
             Target::Http {
                 authority: "orchestrator:8081".into(),
                 path: "/health".into()
             }
         );
         assert_eq!(
-            Target::parse("http://127.0.0.1:8081").unwrap(),
+            Target::parse("http://127.0.0.1:8081").expect("a valid target"),
             Target::Http {
                 authority: "127.0.0.1:8081".into(),
                 path: "/".into()
@@ -170,7 +170,7 @@ mod tests {
         );
         for grpc in ["grpc://queue-1:50061", "queue-1:50061"] {
             assert_eq!(
-                Target::parse(grpc).unwrap(),
+                Target::parse(grpc).expect("a valid target"),
                 Target::Grpc {
                     authority: "queue-1:50061".into()
                 }
@@ -190,10 +190,12 @@ mod tests {
 
     /// Serves one HTTP connection with `answer`, returning the server's address.
     async fn http_server(answer: &'static str) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let addr = listener.local_addr().expect("bound address").to_string();
         tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
+            let (mut socket, _) = listener.accept().await.expect("a connection");
             let mut buffer = [0u8; 1024];
             let _ = socket.read(&mut buffer).await;
             let _ = socket.write_all(answer.as_bytes()).await;
@@ -204,11 +206,14 @@ mod tests {
     #[tokio::test]
     async fn http_probe_wants_a_2xx() {
         let ok = http_server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
-        let target = Target::parse(&format!("http://{ok}/health")).unwrap();
-        assert_eq!(probe(&target, TIMEOUT).await.unwrap(), "HTTP/1.1 200 OK");
+        let target = Target::parse(&format!("http://{ok}/health")).expect("a valid target");
+        assert_eq!(
+            probe(&target, TIMEOUT).await.expect("healthy"),
+            "HTTP/1.1 200 OK"
+        );
 
         let down = http_server("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
-        let target = Target::parse(&format!("http://{down}/health")).unwrap();
+        let target = Target::parse(&format!("http://{down}/health")).expect("a valid target");
         assert!(matches!(
             probe(&target, TIMEOUT).await,
             Err(ProbeError::HttpStatus(line)) if line.contains("503")
@@ -217,27 +222,29 @@ mod tests {
 
     #[tokio::test]
     async fn probe_fails_when_nothing_listens_or_nothing_answers() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let addr = listener.local_addr().expect("bound address");
         // Accepts (in the backlog) but never answers: the timeout ends the probe.
-        let silent = Target::parse(&format!("http://{addr}/health")).unwrap();
+        let silent = Target::parse(&format!("http://{addr}/health")).expect("a valid target");
         assert!(matches!(
             probe(&silent, Duration::from_millis(200)).await,
             Err(ProbeError::Timeout(_))
         ));
         drop(listener);
-        let closed = Target::parse(&format!("http://{addr}/health")).unwrap();
+        let closed = Target::parse(&format!("http://{addr}/health")).expect("a valid target");
         assert!(probe(&closed, TIMEOUT).await.is_err());
-        let closed = Target::parse(&format!("grpc://{addr}")).unwrap();
+        let closed = Target::parse(&format!("grpc://{addr}")).expect("a valid target");
         assert!(probe(&closed, TIMEOUT).await.is_err());
     }
 
     #[tokio::test]
     async fn grpc_probe_asks_the_health_service() {
-        let listener = crate::grpc::bind("127.0.0.1:0".parse().unwrap())
+        let listener = crate::grpc::bind("127.0.0.1:0".parse().expect("an address"))
             .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+            .expect("bind a free port");
+        let addr = listener.local_addr().expect("bound address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(crate::grpc::serve(
             listener,
@@ -247,10 +254,13 @@ mod tests {
                 let _ = stopped.await;
             },
         ));
-        let target = Target::parse(&format!("grpc://{addr}")).unwrap();
-        assert_eq!(probe(&target, TIMEOUT).await.unwrap(), "SERVING");
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        let target = Target::parse(&format!("grpc://{addr}")).expect("a valid target");
+        assert_eq!(probe(&target, TIMEOUT).await.expect("healthy"), "SERVING");
+        stop.send(()).expect("the server still runs");
+        server
+            .await
+            .expect("server task")
+            .expect("server stops cleanly");
         assert!(probe(&target, TIMEOUT).await.is_err());
     }
 }

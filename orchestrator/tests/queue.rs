@@ -157,15 +157,20 @@ struct ScriptedCluster {
 }
 
 impl ScriptedCluster {
-    fn run(&self, args: &[&str]) -> String {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster");
-        let output = Command::new(script)
+    /// `scripts/cluster ARGS` aimed at this cluster's folder and ports, using the built binaries.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command =
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster"));
+        command
             .args(args)
             .env("CLUSTER_DIR", self.dir.path())
             .env("CLUSTER_BASE_PORT", self.base_port.to_string())
-            .env("CLUSTER_BUILD", "0")
-            .output()
-            .expect("run scripts/cluster");
+            .env("CLUSTER_BUILD", "0");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().expect("run scripts/cluster");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -185,13 +190,7 @@ impl ScriptedCluster {
 
 impl Drop for ScriptedCluster {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster");
-        let _ = Command::new(script)
-            .arg("down")
-            .env("CLUSTER_DIR", self.dir.path())
-            .env("CLUSTER_BASE_PORT", self.base_port.to_string())
-            .env("CLUSTER_BUILD", "0")
-            .output();
+        let _ = self.command(&["down"]).output();
     }
 }
 

@@ -45,6 +45,17 @@ pub fn mask_card_number(number: &str) -> String {
         .collect()
 }
 
+impl Reason {
+    /// A reason for the rule `code` about the REST field `field` (empty for the whole order).
+    pub fn new(code: &str, field: &str, message: String) -> Self {
+        Self {
+            code: code.to_owned(),
+            field: field.to_owned(),
+            message,
+        }
+    }
+}
+
 impl fmt::Debug for CreditCard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CreditCard")

@@ -536,11 +536,11 @@ mod tests {
     #[test]
     fn addresses_are_normalized_to_host_port() {
         assert_eq!(
-            normalize_addr("127.0.0.1:50061").unwrap(),
+            normalize_addr("127.0.0.1:50061").expect("a valid address"),
             "127.0.0.1:50061"
         );
         assert_eq!(
-            normalize_addr("http://queue-1:50061/").unwrap(),
+            normalize_addr("http://queue-1:50061/").expect("a valid address"),
             "queue-1:50061"
         );
         for bad in ["", "queue-1", "https://queue-1:1", "queue-1:port", "a:1/b"] {

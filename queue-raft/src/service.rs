@@ -806,9 +806,14 @@ mod tests {
             "not the leader; the leader is node 2 at 127.0.0.1:50062"
         );
         let metadata = status.metadata();
-        assert_eq!(metadata.get(LEADER_ID_METADATA_KEY).unwrap(), "2");
         assert_eq!(
-            metadata.get(LEADER_ADDR_METADATA_KEY).unwrap(),
+            metadata.get(LEADER_ID_METADATA_KEY).expect("metadata set"),
+            "2"
+        );
+        assert_eq!(
+            metadata
+                .get(LEADER_ADDR_METADATA_KEY)
+                .expect("metadata set"),
             "127.0.0.1:50062"
         );
 
