@@ -14,7 +14,13 @@
 //! lease; a retried acknowledgement or resignation with the same token is answered the same way
 //! or refused as stale, never applied twice.
 //!
-//! Every constructor and call needs a Tokio runtime: the channels run their connections on it.
+//! Enqueues from concurrent callers share calls: while earlier `EnqueueBatch` calls are in flight,
+//! new enqueues wait and then leave together in one call (see [`crate::batching`]), so that a busy
+//! orchestrator sends a few large calls rather than many small ones. Each caller still gets its
+//! own answer, and a lone caller's enqueue leaves at once.
+//!
+//! Every constructor and call needs a Tokio runtime: the channels run their connections on it,
+//! and the enqueue batching runs as a task on it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,14 +29,23 @@ use std::time::Duration;
 
 use bookstore_proto as pb;
 use bookstore_proto::order_queue_client::OrderQueueClient;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::service::LEADER_ADDR_METADATA_KEY;
+use crate::batching;
+use crate::service::{LEADER_ADDR_METADATA_KEY, MAX_ORDERS_PER_BATCH};
 
 /// The largest answer the client accepts (a long `ListQueue`).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// `EnqueueBatch` calls one client may have in flight; enqueues beyond wait for the next call.
+const MAX_ENQUEUE_CALLS_IN_FLIGHT: usize = 2;
+/// The most orders one `EnqueueBatch` call carries.
+const MAX_ORDERS_PER_CALL: usize = 256;
+const _: () = assert!(MAX_ORDERS_PER_CALL <= MAX_ORDERS_PER_BATCH);
+/// Enqueues waiting for a call; a caller beyond this waits to hand its order over.
+const WAITING_ENQUEUES: usize = 4 * MAX_ORDERS_PER_CALL;
 
 /// The `--queue-nodes` flag (env `QUEUE_NODES`) of every program that talks to the queue.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,7 +90,7 @@ impl Default for ClientOptions {
 }
 
 /// Why a client call failed. Callers branch on the variant.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// An address given to [`QueueClient::new`] is not `host:port` or `http://host:port`, or none
     /// was given.
@@ -96,6 +111,9 @@ pub enum ClientError {
     /// Any other refusal from the cluster.
     #[error("the queue refused the request: {0}")]
     Rejected(Status),
+    /// The client's enqueue batching task has stopped: the runtime is shutting down.
+    #[error("the queue client is shutting down")]
+    ShuttingDown,
 }
 
 /// One node of the cluster as the client reaches it.
@@ -121,10 +139,20 @@ struct Shared {
 
 const NO_LEADER: usize = usize::MAX;
 
-/// The leader-following client. Cheap to clone; clones share channels and the known leader.
+/// The leader-following client. Cheap to clone; clones share channels, the known leader and the
+/// batching of enqueues.
 #[derive(Debug, Clone)]
 pub struct QueueClient {
     shared: Arc<Shared>,
+    /// To the task that sends enqueues in batches; it ends when the last clone is dropped.
+    enqueues: mpsc::Sender<PendingEnqueue>,
+}
+
+/// An enqueue waiting for its batch, and where its answer goes.
+#[derive(Debug)]
+struct PendingEnqueue {
+    order: pb::QueuedOrder,
+    reply: oneshot::Sender<Result<pb::EnqueueResponse, ClientError>>,
 }
 
 /// How one attempt at one node ended.
@@ -196,14 +224,21 @@ impl QueueClient {
                 Ok(NodeHandle { addr, client })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                nodes,
-                leader: AtomicUsize::new(NO_LEADER),
-                cursor: AtomicUsize::new(0),
-                options,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            nodes,
+            leader: AtomicUsize::new(NO_LEADER),
+            cursor: AtomicUsize::new(0),
+            options,
+        });
+        let (enqueues, waiting) = mpsc::channel(WAITING_ENQUEUES);
+        let batcher = Arc::clone(&shared);
+        tokio::spawn(batching::run(
+            waiting,
+            MAX_ENQUEUE_CALLS_IN_FLIGHT,
+            MAX_ORDERS_PER_CALL,
+            move |batch| send_enqueues(Arc::clone(&batcher), batch),
+        ));
+        Ok(Self { shared, enqueues })
     }
 
     /// The node addresses, as `host:port`, in the order given.
@@ -217,17 +252,18 @@ impl QueueClient {
         self.shared.nodes.get(leader).map(|node| node.addr.as_str())
     }
 
-    /// Adds an order; answered once a majority made it durable. Idempotent by order id.
+    /// Adds an order; answered once a majority made it durable. Idempotent by order id. Sent in
+    /// one call with the enqueues of other callers waiting at the same time.
     pub async fn enqueue(
         &self,
         order: pb::QueuedOrder,
     ) -> Result<pb::EnqueueResponse, ClientError> {
-        let request = pb::EnqueueRequest { order: Some(order) };
-        self.call(|mut client| {
-            let request = request.clone();
-            async move { client.enqueue(request).await }
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        self.enqueues
+            .send(PendingEnqueue { order, reply })
+            .await
+            .map_err(|_| ClientError::ShuttingDown)?;
+        answer.await.map_err(|_| ClientError::ShuttingDown)?
     }
 
     /// Asks for the executor lease for `ttl` (whole milliseconds).
@@ -240,11 +276,12 @@ impl QueueClient {
             executor_id: executor_id.to_owned(),
             ttl_ms: duration_ms(ttl),
         };
-        self.call(|mut client| {
-            let request = request.clone();
-            async move { client.campaign(request).await }
-        })
-        .await
+        self.shared
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.campaign(request).await }
+            })
+            .await
     }
 
     /// Extends the lease held with `token` to `ttl` from now.
@@ -259,11 +296,12 @@ impl QueueClient {
             token,
             ttl_ms: duration_ms(ttl),
         };
-        self.call(|mut client| {
-            let request = request.clone();
-            async move { client.renew_lease(request).await }
-        })
-        .await
+        self.shared
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.renew_lease(request).await }
+            })
+            .await
     }
 
     /// Gives the lease up; an order executing under it goes back to the queue.
@@ -276,11 +314,12 @@ impl QueueClient {
             executor_id: executor_id.to_owned(),
             token,
         };
-        self.call(|mut client| {
-            let request = request.clone();
-            async move { client.resign(request).await }
-        })
-        .await
+        self.shared
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.resign(request).await }
+            })
+            .await
     }
 
     /// Takes the highest-priority order under the lease (the same one again on retry).
@@ -293,11 +332,12 @@ impl QueueClient {
             executor_id: executor_id.to_owned(),
             token,
         };
-        self.call(|mut client| {
-            let request = request.clone();
-            async move { client.dequeue(request).await }
-        })
-        .await
+        self.shared
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.dequeue(request).await }
+            })
+            .await
     }
 
     /// Records the order executing under the lease as executed.
@@ -312,11 +352,12 @@ impl QueueClient {
             token,
             order_id: order_id.to_owned(),
         };
-        self.call(|mut client| {
-            let request = request.clone();
-            async move { client.acknowledge(request).await }
-        })
-        .await
+        self.shared
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.acknowledge(request).await }
+            })
+            .await
     }
 
     /// Where the order is, read linearizably at the leader; `None` if the queue never saw it.
@@ -325,6 +366,7 @@ impl QueueClient {
             order_id: order_id.to_owned(),
         };
         let answer = self
+            .shared
             .call(|mut client| {
                 let request = request.clone();
                 async move { client.get_order(request).await }
@@ -335,10 +377,11 @@ impl QueueClient {
 
     /// The next `limit` orders in dequeue order (0 means 20), read linearizably at the leader.
     pub async fn list_queue(&self, limit: u32) -> Result<pb::ListQueueResponse, ClientError> {
-        self.call(
-            |mut client| async move { client.list_queue(pb::ListQueueRequest { limit }).await },
-        )
-        .await
+        self.shared
+            .call(
+                |mut client| async move { client.list_queue(pb::ListQueueRequest { limit }).await },
+            )
+            .await
     }
 
     /// One node's own view of the cluster, asked once, without retry. `addr` may be any node's
@@ -384,7 +427,59 @@ impl QueueClient {
         });
         futures::future::join_all(asks).await
     }
+}
 
+/// Sends `batch` in one `EnqueueBatch` call and answers each enqueue.
+async fn send_enqueues(shared: Arc<Shared>, batch: Vec<PendingEnqueue>) {
+    let (orders, replies): (Vec<pb::QueuedOrder>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.order, pending.reply))
+        .unzip();
+    let request = pb::EnqueueBatchRequest { orders };
+    let answers = match shared
+        .call(|mut client| {
+            let request = request.clone();
+            async move { client.enqueue_batch(request).await }
+        })
+        .await
+    {
+        Ok(response) => answers_of(response, replies.len()),
+        Err(error) => vec![Err(error); replies.len()],
+    };
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        // A caller that gave up no longer waits for its answer.
+        let _ = reply.send(answer);
+    }
+}
+
+/// One answer per order of an `EnqueueBatch` call of `count` orders.
+fn answers_of(
+    response: pb::EnqueueBatchResponse,
+    count: usize,
+) -> Vec<Result<pb::EnqueueResponse, ClientError>> {
+    if response.results.len() != count {
+        let status = Status::internal(format!(
+            "{} results for a batch of {count} orders",
+            response.results.len()
+        ));
+        return vec![Err(ClientError::Rejected(status)); count];
+    }
+    response
+        .results
+        .into_iter()
+        .map(|result| match result.outcome {
+            Some(pb::enqueue_result::Outcome::Enqueued(answer)) => Ok(answer),
+            Some(pb::enqueue_result::Outcome::Invalid(reason)) => {
+                Err(ClientError::InvalidArgument(reason))
+            }
+            None => Err(ClientError::Rejected(Status::internal(
+                "an order of the batch got no result",
+            ))),
+        })
+        .collect()
+}
+
+impl Shared {
     /// Runs `attempt` against the leader, following hints and retrying elsewhere until it is
     /// answered, refused, or the deadline passes.
     async fn call<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
@@ -392,12 +487,11 @@ impl QueueClient {
         F: Fn(OrderQueueClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let shared = &self.shared;
-        let options = &shared.options;
+        let options = &self.options;
         let started = Instant::now();
         let deadline = started + options.deadline;
-        let mut target = match shared.leader.load(Ordering::Relaxed) {
-            NO_LEADER => shared.cursor.load(Ordering::Relaxed) % shared.nodes.len(),
+        let mut target = match self.leader.load(Ordering::Relaxed) {
+            NO_LEADER => self.cursor.load(Ordering::Relaxed) % self.nodes.len(),
             leader => leader,
         };
         let mut attempts = 0u32;
@@ -414,7 +508,7 @@ impl QueueClient {
                 });
             }
             attempts += 1;
-            let node = &shared.nodes[target];
+            let node = &self.nodes[target];
             let outcome = match tokio::time::timeout(
                 options.attempt_timeout.min(remaining),
                 attempt(node.client.clone()),
@@ -437,36 +531,35 @@ impl QueueClient {
             };
             let cause = match outcome {
                 Attempt::Answered(answer) => {
-                    shared.leader.store(target, Ordering::Relaxed);
+                    self.leader.store(target, Ordering::Relaxed);
                     return Ok(answer);
                 }
                 Attempt::Refused(error) => return Err(error),
                 // A hint is followed at once, unless hints keep going round: then the nodes
                 // disagree for a moment (an election), and a pause lets them settle.
-                Attempt::Redirected(leader) if redirects_in_a_row < shared.nodes.len() => {
+                Attempt::Redirected(leader) if redirects_in_a_row < self.nodes.len() => {
                     redirects_in_a_row += 1;
-                    last_error =
-                        format!("{} redirected to {}", node.addr, shared.nodes[leader].addr);
-                    shared.leader.store(leader, Ordering::Relaxed);
+                    last_error = format!("{} redirected to {}", node.addr, self.nodes[leader].addr);
+                    self.leader.store(leader, Ordering::Relaxed);
                     target = leader;
                     continue;
                 }
                 Attempt::Redirected(leader) => format!(
                     "{} redirected to {}, but the hints went round",
-                    node.addr, shared.nodes[leader].addr
+                    node.addr, self.nodes[leader].addr
                 ),
                 Attempt::Failed(cause) => format!("{}: {cause}", node.addr),
             };
             last_error = cause;
             redirects_in_a_row = 0;
             // Forget a leader that failed; whoever is leader now will be found.
-            let _ = shared.leader.compare_exchange(
+            let _ = self.leader.compare_exchange(
                 target,
                 NO_LEADER,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
-            target = (shared.cursor.fetch_add(1, Ordering::Relaxed) + 1) % shared.nodes.len();
+            target = (self.cursor.fetch_add(1, Ordering::Relaxed) + 1) % self.nodes.len();
             let pause = backoff(options, failures);
             failures = failures.saturating_add(1);
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -482,7 +575,7 @@ impl QueueClient {
             .to_str()
             .ok()?;
         let addr = normalize_addr(addr).ok()?;
-        self.shared.nodes.iter().position(|node| node.addr == addr)
+        self.nodes.iter().position(|node| node.addr == addr)
     }
 }
 

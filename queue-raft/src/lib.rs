@@ -10,6 +10,9 @@
 //! - [`error`]: what can go wrong opening the stores.
 //! - [`network`]: outbound Raft RPCs to the peers over gRPC (`RaftTransport`).
 //! - [`raft_service`]: inbound Raft RPCs, handed to openraft.
+//! - [`batching`]: group commit, the one batching loop of the crate.
+//! - [`proposer`]: group commit of Raft entries: the writes that arrive while earlier entries are in flight go
+//!   into one log entry, so that one flush and one replication round carry many of them.
 //! - [`service`]: the client API (`OrderQueue`): requests become commands through Raft, answers
 //!   become protobuf; the one place a failure becomes a gRPC status.
 //! - [`client`]: the leader-following client the orchestrator and executors use.
@@ -33,12 +36,14 @@
 //!   crash, a whole-cluster crash, and a node catching up by snapshot; the client follows the
 //!   leader and fails in bounded time without one (`tests/cluster.rs`).
 
+pub mod batching;
 pub mod bench;
 pub mod client;
 pub mod error;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod raft_service;
 pub mod service;
 pub mod sm_store;

@@ -18,11 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bookstore_proto as pb;
 use bookstore_proto::order_queue_server::{OrderQueue, OrderQueueServer};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, Raft, ServerState};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
+use crate::proposer::{Committed, Proposer};
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
     StateMachineStore, TypeConfig,
@@ -37,6 +37,8 @@ pub const LEADER_ADDR_METADATA_KEY: &str = "x-raft-leader-addr";
 /// The longest lease an executor may ask for; longer is surely a unit mistake (microseconds
 /// passed as milliseconds) and would keep every other executor waiting.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+/// The most orders one `EnqueueBatch` call may carry.
+pub const MAX_ORDERS_PER_BATCH: usize = 1024;
 /// How many orders `ListQueue` returns when the request says 0.
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
 /// The most orders one `ListQueue` answer carries.
@@ -162,13 +164,21 @@ fn lease_ttl_ms(ttl_ms: u64) -> Result<u64, RequestError> {
 #[derive(Clone)]
 pub struct OrderQueueService {
     raft: Raft<TypeConfig>,
+    /// Groups this node's writes into log entries; shared by all clones.
+    proposer: Proposer,
     /// The state machine openraft applies to, read for queries and status.
     state: StateMachineStore,
 }
 
 impl OrderQueueService {
+    /// A service for `raft`, with a [`Proposer`] of its own (started on the current runtime).
     pub fn new(raft: Raft<TypeConfig>, state: StateMachineStore) -> Self {
-        Self { raft, state }
+        let proposer = Proposer::start(raft.clone());
+        Self {
+            raft,
+            proposer,
+            state,
+        }
     }
 
     pub fn into_server(self) -> OrderQueueServer<Self> {
@@ -177,11 +187,11 @@ impl OrderQueueService {
 
     /// Commits `command` through Raft and returns its log position and the state machine's
     /// answer, once a majority made it durable and it is applied here.
-    async fn write(
-        &self,
-        command: Command,
-    ) -> Result<ClientWriteResponse<TypeConfig>, RequestError> {
-        Ok(self.raft.client_write(command).await?)
+    async fn write(&self, command: Command) -> Result<Committed, RequestError> {
+        self.proposer
+            .write(command)
+            .await
+            .map_err(|error| RequestError::from(*error))
     }
 
     /// Reads the queue after making sure this node is still the leader and has applied every
@@ -203,33 +213,114 @@ impl OrderQueueService {
                 .order
                 .ok_or_else(|| RequestError::invalid("order", "is required"))?,
         )?;
-        let order_id = order.order_id().to_owned();
-        let written = self
-            .write(Command::Enqueue {
-                order,
-                now_ms: now_ms(),
-            })
-            .await?;
-        let newly_enqueued = match &written.data {
-            CommandResponse::Enqueued { .. } => true,
-            CommandResponse::AlreadyEnqueued { .. } => false,
-            other => return Err(RequestError::UnexpectedAnswer(other.clone())),
-        };
+        let mut answers = self.enqueue_orders(vec![order]).await?;
+        answers
+            .pop()
+            .ok_or(RequestError::UnexpectedAnswer(CommandResponse::Batch(
+                Vec::new(),
+            )))
+    }
+
+    /// Enqueues each well-formed order of the batch; a malformed one gets its own refusal.
+    async fn enqueue_batch_of_orders(
+        &self,
+        request: pb::EnqueueBatchRequest,
+    ) -> Result<pb::EnqueueBatchResponse, RequestError> {
+        if request.orders.len() > MAX_ORDERS_PER_BATCH {
+            return Err(RequestError::invalid(
+                "orders",
+                format!(
+                    "at most {MAX_ORDERS_PER_BATCH} orders per call, got {}",
+                    request.orders.len()
+                ),
+            ));
+        }
+        let mut results = vec![pb::EnqueueResult::default(); request.orders.len()];
+        let mut positions = Vec::with_capacity(results.len());
+        let mut orders = Vec::with_capacity(results.len());
+        for (position, order) in request.orders.into_iter().enumerate() {
+            match QueuedOrder::try_from(order) {
+                Ok(order) => {
+                    positions.push(position);
+                    orders.push(order);
+                }
+                Err(refusal) => {
+                    results[position].outcome =
+                        Some(pb::enqueue_result::Outcome::Invalid(refusal.to_string()));
+                }
+            }
+        }
+        if !orders.is_empty() {
+            for (position, answer) in positions
+                .into_iter()
+                .zip(self.enqueue_orders(orders).await?)
+            {
+                results[position].outcome = Some(pb::enqueue_result::Outcome::Enqueued(answer));
+            }
+        }
+        Ok(pb::EnqueueBatchResponse { results })
+    }
+
+    /// Commits the orders in one log entry and answers for each, in order.
+    async fn enqueue_orders(
+        &self,
+        orders: Vec<QueuedOrder>,
+    ) -> Result<Vec<pb::EnqueueResponse>, RequestError> {
+        let order_ids: Vec<String> = orders
+            .iter()
+            .map(|order| order.order_id().to_owned())
+            .collect();
+        let now_ms = now_ms();
+        let commands = orders
+            .into_iter()
+            .map(|order| Command::Enqueue { order, now_ms })
+            .collect();
+        let written = self.write(Command::group(commands)).await?;
+        let responses = written.response.ungroup(order_ids.len());
+        if responses.len() != order_ids.len() {
+            return Err(RequestError::UnexpectedAnswer(CommandResponse::Batch(
+                responses,
+            )));
+        }
+        let mut newly_enqueued = Vec::with_capacity(responses.len());
+        for response in responses {
+            match response {
+                CommandResponse::Enqueued { .. } => newly_enqueued.push(true),
+                CommandResponse::AlreadyEnqueued { .. } => newly_enqueued.push(false),
+                other => return Err(RequestError::UnexpectedAnswer(other)),
+            }
+        }
         let (term, index) = (written.log_id.leader_id.term, written.log_id.index);
-        tracing::info!(order_id, term, index, newly_enqueued, "enqueue committed");
-        // Applied on this node before `client_write` returned, so the record is there; it may
-        // have moved on since (dequeued), which is what "where the order is now" means.
-        let state = self
-            .state
-            .read_queue(|queue| queue.order_status(&order_id).map(pb::OrderState::from))
-            .await;
-        Ok(pb::EnqueueResponse {
-            newly_enqueued,
-            sequence: state.as_ref().map_or(0, |state| state.sequence),
-            state,
+        tracing::info!(
+            order_ids = order_ids.join(","),
+            orders = order_ids.len(),
+            newly_enqueued = newly_enqueued.iter().filter(|&&new| new).count(),
             term,
             index,
-        })
+            "enqueue committed"
+        );
+        // Applied on this node before the write returned, so the records are there; they may
+        // have moved on since (dequeued), which is what "where the order is now" means.
+        let states: Vec<Option<pb::OrderState>> = self
+            .state
+            .read_queue(|queue| {
+                order_ids
+                    .iter()
+                    .map(|order_id| queue.order_status(order_id).map(pb::OrderState::from))
+                    .collect()
+            })
+            .await;
+        Ok(newly_enqueued
+            .into_iter()
+            .zip(states)
+            .map(|(newly_enqueued, state)| pb::EnqueueResponse {
+                newly_enqueued,
+                sequence: state.as_ref().map_or(0, |state| state.sequence),
+                state,
+                term,
+                index,
+            })
+            .collect())
     }
 
     async fn campaign_for_lease(
@@ -245,7 +336,7 @@ impl OrderQueueService {
                 now_ms: now_ms(),
             })
             .await?;
-        match written.data {
+        match written.response {
             CommandResponse::LeaseGranted {
                 token,
                 expires_at_ms,
@@ -296,7 +387,7 @@ impl OrderQueueService {
                 now_ms: now_ms(),
             })
             .await?;
-        match written.data {
+        match written.response {
             CommandResponse::LeaseRenewed {
                 token,
                 expires_at_ms,
@@ -327,7 +418,7 @@ impl OrderQueueService {
                 now_ms: now_ms(),
             })
             .await?;
-        match written.data {
+        match written.response {
             CommandResponse::Resigned { requeued_order_id } => {
                 tracing::info!(
                     executor_id,
@@ -363,7 +454,7 @@ impl OrderQueueService {
                 now_ms: now_ms(),
             })
             .await?;
-        match written.data {
+        match written.response {
             CommandResponse::Dequeued { order } => {
                 tracing::info!(
                     order_id = order.order_id(),
@@ -412,7 +503,7 @@ impl OrderQueueService {
             refusal,
             executed_at_ms: 0,
         };
-        match written.data {
+        match written.response {
             CommandResponse::Acknowledged { order_id, at_ms } => {
                 tracing::info!(order_id, executor_id, token, "order acknowledged");
                 Ok(pb::AcknowledgeResponse {
@@ -569,6 +660,15 @@ impl OrderQueue for OrderQueueService {
     ) -> Result<Response<pb::EnqueueResponse>, Status> {
         Ok(Response::new(
             self.enqueue_order(request.into_inner()).await?,
+        ))
+    }
+
+    async fn enqueue_batch(
+        &self,
+        request: Request<pb::EnqueueBatchRequest>,
+    ) -> Result<Response<pb::EnqueueBatchResponse>, Status> {
+        Ok(Response::new(
+            self.enqueue_batch_of_orders(request.into_inner()).await?,
         ))
     }
 

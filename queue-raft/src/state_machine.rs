@@ -154,10 +154,28 @@ pub enum Command {
         order_id: String,
         now_ms: u64,
     },
+    /// Commands proposed together in one log entry, applied one after another exactly as if
+    /// each had an entry of its own. The leader groups the writes that arrive while earlier ones
+    /// are being replicated, so that one flush and one round trip carry many of them.
+    Batch(Vec<Command>),
 }
 
 impl Command {
-    /// The leader's clock when it proposed this command.
+    /// One command as itself, several as a [`Command::Batch`], so that an entry of a single
+    /// write reads like that write. [`CommandResponse::ungroup`] splits the answer.
+    pub fn group(mut commands: Vec<Command>) -> Command {
+        match commands.pop() {
+            Some(only) if commands.is_empty() => only,
+            Some(last) => {
+                commands.push(last);
+                Command::Batch(commands)
+            }
+            None => Command::Batch(commands),
+        }
+    }
+
+    /// The leader's clock when it proposed this command; for a batch, when it proposed the
+    /// latest of its commands (0 for an empty batch).
     pub fn now_ms(&self) -> u64 {
         match self {
             Command::Enqueue { now_ms, .. }
@@ -166,6 +184,7 @@ impl Command {
             | Command::Resign { now_ms, .. }
             | Command::Dequeue { now_ms, .. }
             | Command::Acknowledge { now_ms, .. } => *now_ms,
+            Command::Batch(commands) => commands.iter().map(Command::now_ms).max().unwrap_or(0),
         }
     }
 }
@@ -206,6 +225,18 @@ pub enum CommandResponse {
     StaleToken { current: Option<u64> },
     /// The answer to a Raft entry that carries no command (blank or membership entries).
     NoCommand,
+    /// The answers to a [`Command::Batch`], one per command, in order.
+    Batch(Vec<CommandResponse>),
+}
+
+impl CommandResponse {
+    /// The answers, one per command, to [`Command::group`] of `count` commands.
+    pub fn ungroup(self, count: usize) -> Vec<CommandResponse> {
+        match self {
+            CommandResponse::Batch(responses) if count != 1 => responses,
+            single => vec![single],
+        }
+    }
 }
 
 /// Ready-queue ordering: higher priority first, then earlier sequence.
@@ -244,36 +275,48 @@ pub struct QueueState {
 
 impl QueueState {
     /// Applies one command. Every command first moves the clock forward to its `now_ms` (never
-    /// back) and ends a lease that has expired by then.
+    /// back) and ends a lease that has expired by then; a batch applies its commands in turn.
     pub fn apply(&mut self, command: &Command) -> CommandResponse {
-        self.clock_ms = self.clock_ms.max(command.now_ms());
-        self.maybe_expire_lease();
         match command {
-            Command::Enqueue { order, .. } => self.enqueue(order),
+            Command::Enqueue { order, now_ms } => self.at(*now_ms).enqueue(order),
             Command::Campaign {
                 executor_id,
                 ttl_ms,
-                ..
-            } => self.campaign(executor_id, *ttl_ms),
+                now_ms,
+            } => self.at(*now_ms).campaign(executor_id, *ttl_ms),
             Command::RenewLease {
                 executor_id,
                 token,
                 ttl_ms,
-                ..
-            } => self.renew_lease(executor_id, *token, *ttl_ms),
+                now_ms,
+            } => self.at(*now_ms).renew_lease(executor_id, *token, *ttl_ms),
             Command::Resign {
-                executor_id, token, ..
-            } => self.resign(executor_id, *token),
+                executor_id,
+                token,
+                now_ms,
+            } => self.at(*now_ms).resign(executor_id, *token),
             Command::Dequeue {
-                executor_id, token, ..
-            } => self.dequeue(executor_id, *token),
+                executor_id,
+                token,
+                now_ms,
+            } => self.at(*now_ms).dequeue(executor_id, *token),
             Command::Acknowledge {
                 executor_id,
                 token,
                 order_id,
-                ..
-            } => self.acknowledge(executor_id, *token, order_id),
+                now_ms,
+            } => self.at(*now_ms).acknowledge(executor_id, *token, order_id),
+            Command::Batch(commands) => {
+                CommandResponse::Batch(commands.iter().map(|command| self.apply(command)).collect())
+            }
         }
+    }
+
+    /// Moves the clock forward to `now_ms` (never back) and ends a lease that expired by then.
+    fn at(&mut self, now_ms: u64) -> &mut Self {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        self.maybe_expire_lease();
+        self
     }
 
     /// The record of one order, whatever its status.
@@ -854,6 +897,38 @@ mod tests {
     }
 
     #[test]
+    fn one_command_groups_as_itself_and_several_as_a_batch() {
+        let one = campaign("e1", 100, 1);
+        let two = campaign("e2", 100, 2);
+        assert_eq!(Command::group(vec![one.clone()]), one);
+        assert_eq!(
+            Command::group(vec![one.clone(), two.clone()]),
+            Command::Batch(vec![one, two])
+        );
+        assert_eq!(Command::group(Vec::new()), Command::Batch(Vec::new()));
+        let answer = CommandResponse::QueueEmpty;
+        assert_eq!(answer.clone().ungroup(1), vec![answer.clone()]);
+        let batch = CommandResponse::Batch(vec![answer.clone(), answer.clone()]);
+        assert_eq!(batch.ungroup(2), vec![answer.clone(), answer.clone()]);
+        // A lone command that is itself a batch keeps its answer whole.
+        let nested = CommandResponse::Batch(vec![answer.clone()]);
+        assert_eq!(nested.clone().ungroup(1), vec![nested]);
+    }
+
+    #[test]
+    fn an_empty_batch_changes_nothing_and_a_batch_is_as_late_as_its_latest_command() {
+        let mut state = QueueState::default();
+        assert_eq!(
+            state.apply(&Command::Batch(Vec::new())),
+            CommandResponse::Batch(Vec::new())
+        );
+        assert_eq!(state, QueueState::default());
+        let batch = Command::Batch(vec![campaign("e1", 100, 30), campaign("e2", 100, 20)]);
+        assert_eq!(batch.now_ms(), 30);
+        assert_eq!(Command::Batch(Vec::new()).now_ms(), 0);
+    }
+
+    #[test]
     fn maybe_expire_lease_reports_whether_it_ended_the_lease() {
         let mut state = QueueState::default();
         assert!(!state.maybe_expire_lease());
@@ -1344,7 +1419,7 @@ mod tests {
                 | Command::Acknowledge {
                     executor_id, token, ..
                 } => (executor_id.as_str(), *token),
-                Command::Enqueue { .. } | Command::Campaign { .. } => ("", 0),
+                Command::Enqueue { .. } | Command::Campaign { .. } | Command::Batch(_) => ("", 0),
             };
             let valid = Self::lease_valid(before, executor_id, token, now_ms);
             match (command, response) {
@@ -1504,6 +1579,33 @@ mod tests {
             prop_assert_eq!(&bytes, &bincode::serialize(&replica).expect("state encodes"));
             let decoded: QueueState = bincode::deserialize(&bytes).expect("state decodes");
             prop_assert_eq!(decoded, replica);
+        }
+
+        /// Property (h): a batch is its commands applied one after another. The same commands cut
+        /// into batches of random sizes end in the same state, and the batches' answers, in
+        /// order, are the answers the commands got one by one.
+        #[test]
+        fn a_batch_applies_like_its_commands_one_by_one(
+            steps in timed_steps(),
+            sizes in proptest::collection::vec(1usize..8, 1..16),
+        ) {
+            let mut driver = Driver::new();
+            driver.run(&steps)?;
+            let mut batched = QueueState::default();
+            let mut answers = Vec::new();
+            let mut commands = driver.commands.iter().cloned();
+            for size in sizes.iter().cycle() {
+                let batch: Vec<Command> = commands.by_ref().take(*size).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                match batched.apply(&Command::Batch(batch)) {
+                    CommandResponse::Batch(batch_answers) => answers.extend(batch_answers),
+                    other => prop_assert!(false, "a batch answered {:?}", other),
+                }
+            }
+            prop_assert_eq!(&answers, &driver.responses);
+            prop_assert_eq!(&batched, &driver.state);
         }
     }
 }

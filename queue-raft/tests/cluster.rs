@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bookstore_proto as pb;
+use bookstore_proto::enqueue_result::Outcome::{Enqueued, Invalid};
 use bookstore_proto::order_queue_client::OrderQueueClient;
 use bookstore_proto::raft_transport_client::RaftTransportClient;
 use common::cluster::{Cluster, NODE_IDS, order, wait_for};
@@ -294,7 +295,7 @@ async fn a_follower_names_the_leader_and_the_client_follows() {
             .log_lines(leader)
             .iter()
             .any(|line| line.contains("\"message\":\"enqueue committed\"")
-                && line.contains("\"order_id\":\"order-1\"")),
+                && line.contains("\"order_ids\":\"order-1\"")),
         "the leader logs the committed enqueue"
     );
 
@@ -306,6 +307,78 @@ async fn a_follower_names_the_leader_and_the_client_follows() {
 }
 
 /// Raft RPCs that do not decode are refused as invalid arguments; the node carries on.
+/// One `EnqueueBatch` call: each order is answered on its own (a malformed one refused by name, a
+/// repeated one not enqueued again), all from one log entry; an oversized batch is refused whole.
+/// Concurrent enqueues through one client share calls and each is acknowledged exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_order_on_its_own() {
+    let cluster = Cluster::start(&[]).await;
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let mut direct = OrderQueueClient::connect(format!("http://{}", cluster.addr(leader)))
+        .await
+        .expect("connect to the leader");
+    let batch = pb::EnqueueBatchRequest {
+        orders: vec![
+            order("batch-1", 2),
+            order("batch-2", 0),
+            order("batch-1", 2),
+        ],
+    };
+    let results = direct
+        .enqueue_batch(batch)
+        .await
+        .expect("the batch is taken")
+        .into_inner()
+        .results;
+    let outcomes: Vec<_> = results.into_iter().map(|result| result.outcome).collect();
+    let [
+        Some(Enqueued(first)),
+        Some(Invalid(reason)),
+        Some(Enqueued(repeated)),
+    ] = outcomes.as_slice()
+    else {
+        panic!("one result per order, in order: {outcomes:?}");
+    };
+    assert!(first.newly_enqueued && !repeated.newly_enqueued);
+    assert_eq!((first.term, first.index), (repeated.term, repeated.index));
+    assert!(reason.contains("order.items.quantity"), "{reason}");
+
+    let oversized = pb::EnqueueBatchRequest {
+        orders: (0..=queue_raft::service::MAX_ORDERS_PER_BATCH)
+            .map(|n| order(&format!("big-{n}"), 1))
+            .collect(),
+    };
+    let refused = direct
+        .enqueue_batch(oversized)
+        .await
+        .expect_err("too many orders in one call");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("orders:"),
+        "{}",
+        refused.message()
+    );
+
+    let client = cluster.client();
+    let answers = futures::future::join_all(
+        (0..200).map(|n| client.enqueue(order(&format!("concurrent-{n}"), 1 + n % 3))),
+    )
+    .await;
+    for answer in &answers {
+        assert!(answer.as_ref().expect("acknowledged").newly_enqueued);
+    }
+    let entries: BTreeSet<u64> = answers
+        .iter()
+        .map(|answer| answer.as_ref().expect("acknowledged").index)
+        .collect();
+    assert!(
+        entries.len() < answers.len(),
+        "200 concurrent enqueues shared log entries"
+    );
+    let queued = queued_ids(&client).await;
+    assert_eq!(queued.len(), 201, "batch-1 and the 200, each once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_raft_messages_are_refused_without_harm() {
     let cluster = Cluster::start(&[]).await;
