@@ -10,6 +10,16 @@ pub enum StoreOpenError {
     /// another process, or unreadable).
     #[error("cannot open sled storage: {0}")]
     Sled(#[from] sled::Error),
+    /// A file of the node's data directory cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Raft state persisted by an earlier run cannot be read back.
+    #[error("cannot read the stored Raft state: {0}")]
+    Unreadable(String),
     /// A value persisted by an earlier run does not decode.
     #[error("stored {what} is corrupt: {source}")]
     Corrupt {

@@ -21,8 +21,9 @@
 //! - [`node`]: one node wired together: stores, Raft, both services on one port, cluster
 //!   formation, role-change logs, shutdown. `src/bin/queue-node.rs` parses flags and calls it.
 //!
-//! Both stores share one `sled::Db` per node, opened once by [`LogStore::open`]. Storage code
-//! never sees gRPC; the services never see sled.
+//! Both stores live in the node's data directory: the log in a `sled::Db` opened by
+//! [`LogStore::open`], the snapshot in a file of its own beside it. Storage code never sees gRPC;
+//! the services never see sled.
 //!
 //! What the crate guarantees, and where that is tested:
 //! - Replicas applying the same log end equal: applying a command reads nothing but the command

@@ -10,6 +10,9 @@
 //!   them, and `save_vote` returns only after the vote is flushed.
 //! - `last_purged` is persisted before the entries it covers are deleted, so after any crash the
 //!   log state never reports a last log id below what was purged.
+//! - Purged entries are gone at once for every reader (reads start after `last_purged`), and
+//!   deleted from disk in the background: openraft waits for `purge`, and deleting thousands of
+//!   entries from sled takes seconds, which would hold up heartbeats and commits.
 //! - `truncate` is flushed before returning, so entries from a deposed leader cannot reappear
 //!   after a restart behind entries that replaced them.
 
@@ -18,8 +21,10 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, RangeBounds, RangeInclusive};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -38,6 +43,10 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged";
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
+/// sled's page cache. Its default (1 GiB) would hold the whole log in memory beside the queue;
+/// the log is written once and read back only for followers that are behind, mostly its tail.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The node's Raft log store. Cloning is cheap and every clone sees the same data (sled trees are
 /// shared handles); openraft's log readers are such clones.
 #[derive(Debug, Clone)]
@@ -45,21 +54,39 @@ pub struct LogStore {
     db: sled::Db,
     logs: sled::Tree,
     meta: sled::Tree,
+    /// The first index still in the log: one past `last_purged` (0 before any purge). Entries
+    /// below it may still be on disk, waiting to be deleted, but are never read.
+    first_kept: Arc<AtomicU64>,
 }
+
+/// How many purged entries are deleted per sled batch: small enough that the log's own writes
+/// and flushes get their turn in between.
+const DELETE_CHUNK: u64 = 64;
 
 impl LogStore {
     /// Opens (or creates) the node's sled database at `path` and the log store in it. The
     /// database is locked until every clone of it is dropped; share it through [`LogStore::db`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreOpenError> {
-        let db = sled::open(path)?;
-        Ok(Self {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
+        let store = Self {
             logs: db.open_tree(LOGS_TREE)?,
             meta: db.open_tree(META_TREE)?,
             db,
-        })
+            first_kept: Arc::new(AtomicU64::new(0)),
+        };
+        let last_purged: Option<LogId<NodeId>> = store
+            .read_meta(LAST_PURGED_KEY, StorageIOError::read_logs)
+            .map_err(|error| StoreOpenError::Unreadable(error.to_string()))?;
+        store
+            .first_kept
+            .store(first_kept_after(last_purged), Ordering::Release);
+        Ok(store)
     }
 
-    /// The node's database, for the state machine store to keep its snapshot in.
+    /// The node's database, flushed once more when the node stops.
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
@@ -105,10 +132,15 @@ impl LogStore {
         Ok(())
     }
 
-    /// Deletes every entry whose index lies in `range`, atomically.
-    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> StorageResult<()> {
+    /// The index of the first entry in the log, if any.
+    fn first_index(&self) -> StorageResult<Option<u64>> {
+        index_of(self.logs.first())
+    }
+
+    /// Deletes every entry from index `from` on, atomically (a truncation: a few entries).
+    fn remove_from(&self, from: u64) -> StorageResult<()> {
         let mut batch = sled::Batch::default();
-        for item in self.logs.range(range) {
+        for item in self.logs.range(log_key(from)..) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
             batch.remove(key);
         }
@@ -117,6 +149,38 @@ impl LogStore {
             .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         Ok(())
     }
+
+    /// Deletes the entries with indexes in `indexes`, atomically. By key alone: reading thousands
+    /// of purged entries back only to find their keys would cost as much as writing them.
+    fn remove_entries(&self, indexes: RangeInclusive<u64>) -> StorageResult<()> {
+        let mut batch = sled::Batch::default();
+        for index in indexes {
+            batch.remove(&log_key(index));
+        }
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        Ok(())
+    }
+}
+
+/// The log index of an entry as sled returned it.
+fn index_of(entry: sled::Result<Option<(sled::IVec, sled::IVec)>>) -> StorageResult<Option<u64>> {
+    let Some((key, _)) = entry.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))? else {
+        return Ok(None);
+    };
+    let key: [u8; 8] = key.as_ref().try_into().map_err(|_| {
+        StorageIOError::read_logs(AnyError::error(format!(
+            "a log key is {} bytes, not 8",
+            key.len()
+        )))
+    })?;
+    Ok(Some(u64::from_be_bytes(key)))
+}
+
+/// The first log index kept after purging up to `last_purged`.
+fn first_kept_after(last_purged: Option<LogId<NodeId>>) -> u64 {
+    last_purged.map_or(0, |log_id| log_id.index.saturating_add(1))
 }
 
 /// The key of log index `index`: big-endian, so that keys sort as indexes do.
@@ -141,7 +205,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        let keys = (key_bound(range.start_bound()), key_bound(range.end_bound()));
+        let first_kept = log_key(self.first_kept.load(Ordering::Acquire));
+        let start = match key_bound(range.start_bound()) {
+            Bound::Included(key) | Bound::Excluded(key) if key < first_kept => {
+                Bound::Included(first_kept)
+            }
+            Bound::Unbounded => Bound::Included(first_kept),
+            bound => bound,
+        };
+        let keys = (start, key_bound(range.end_bound()));
         self.logs
             .range(keys)
             .map(|item| {
@@ -163,8 +235,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .last()
             .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
         let last_log_id = match last_entry {
-            Some((_, bytes)) => Some(decode_entry(&bytes)?.log_id),
-            None => last_purged_log_id,
+            Some((key, bytes))
+                if key.as_ref() >= log_key(first_kept_after(last_purged_log_id)).as_slice() =>
+            {
+                Some(decode_entry(&bytes)?.log_id)
+            }
+            // Nothing kept: what is left on disk is purged, waiting to be deleted.
+            _ => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,
@@ -227,14 +304,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.remove_entries(log_key(log_id.index)..)?;
+        self.remove_from(log_id.index)?;
         self.flush(StorageIOError::write_logs).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         self.write_meta(LAST_PURGED_KEY, &log_id, StorageIOError::write_logs)?;
         self.flush(StorageIOError::write_logs).await?;
-        self.remove_entries(..=log_key(log_id.index))?;
-        self.flush(StorageIOError::write_logs).await
+        self.first_kept
+            .fetch_max(first_kept_after(Some(log_id)), Ordering::AcqRel);
+        let Some(first) = self.first_index()? else {
+            return Ok(());
+        };
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut from = first;
+            while from <= log_id.index {
+                let to = from.saturating_add(DELETE_CHUNK - 1).min(log_id.index);
+                if let Err(error) = store.remove_entries(from..=to) {
+                    // Left on disk, never read; the next purge deletes them.
+                    tracing::warn!(%error, from, to, "cannot delete purged log entries");
+                    return;
+                }
+                let Some(next) = to.checked_add(1) else {
+                    return;
+                };
+                from = next;
+            }
+        });
+        Ok(())
     }
 }

@@ -172,7 +172,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let listener = grpc::bind(config.listen).await?;
     let log_store = LogStore::open(&config.data_dir)?;
     let db = log_store.db().clone();
-    let state_machine = StateMachineStore::open(&db)?;
+    let state_machine = StateMachineStore::open(&config.data_dir)?;
     let raft = Raft::new(
         config.id,
         raft_config,

@@ -1,17 +1,26 @@
 //! openraft's state machine (storage-v2 `RaftStateMachine`) around the pure [`QueueState`]:
-//! applies committed entries, builds and installs snapshots, and keeps the current snapshot both in
-//! memory and in the node's sled database (tree `snapshot`).
+//! applies committed entries, builds and installs snapshots, and keeps the current snapshot in a
+//! file of the node's data directory ([`SNAPSHOT_FILE`]), its metadata also in memory.
 //!
 //! Invariants:
 //! - Exactly one response per applied entry, in order; blank and membership entries answer
 //!   [`CommandResponse::NoCommand`]. `last_applied` moves with every entry.
-//! - A snapshot is flushed to disk before it is reported built or installed. openraft purges the
+//! - A snapshot is on disk (written to a temporary file, synced, renamed over the last one, the
+//!   directory synced) before it is reported built or installed. openraft purges the
 //!   log only behind a built snapshot, so the persisted snapshot plus the remaining log always
 //!   cover every committed entry: on restart [`StateMachineStore::open`] loads the snapshot, reports
 //!   its last log id as applied, and openraft re-applies the committed entries after it.
 //! - The applied state is not persisted on each apply; durability comes from the log.
+//! - Building a snapshot never stops applying: the state is cloned in O(1) (persistent maps, see
+//!   [`QueueState`]) and encoded on a blocking thread, while entries go on being applied.
+//! - A snapshot's bytes live on disk only; they are read back when openraft sends the snapshot
+//!   to a follower, so a node holds its queue once in memory, not twice.
+//! - Snapshots are files, not sled values: a snapshot holds the whole queue, and written through
+//!   sled it would queue up in front of the log's own flushes, which every commit waits for.
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,21 +34,23 @@ use tokio::sync::RwLock;
 
 use crate::{CommandResponse, NodeId, QueueState, StoreOpenError, TypeConfig};
 
-const SNAPSHOT_TREE: &str = "snapshot";
-const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
+/// The current snapshot's file in the node's data directory.
+pub const SNAPSHOT_FILE: &str = "queue-snapshot.bin";
+/// Where the next snapshot is written before it replaces the current one.
+const SNAPSHOT_TEMP_FILE: &str = "queue-snapshot.bin.tmp";
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
 /// What a snapshot's data holds: the queue and how far into the log it reflects.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct AppliedState {
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, BasicNode>,
     queue: QueueState,
 }
 
-/// A snapshot as kept in memory and in the `snapshot` tree: openraft's metadata and the bincode
-/// of an [`AppliedState`].
+/// A snapshot as kept in [`SNAPSHOT_FILE`]: openraft's metadata and the bincode of an
+/// [`AppliedState`].
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
@@ -47,10 +58,10 @@ struct StoredSnapshot {
 }
 
 impl StoredSnapshot {
-    fn to_snapshot(&self) -> Snapshot<TypeConfig> {
+    fn into_snapshot(self) -> Snapshot<TypeConfig> {
         Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(self.data.clone())),
+            meta: self.meta,
+            snapshot: Box::new(Cursor::new(self.data)),
         }
     }
 }
@@ -62,31 +73,65 @@ struct Shared {
     /// Written for one batch of entries or one snapshot install; read while a snapshot is
     /// serialised or a query runs. Never held across anything but those.
     applied: RwLock<AppliedState>,
-    /// The last snapshot built or installed; written only after it is flushed to `snapshots`.
-    current_snapshot: RwLock<Option<StoredSnapshot>>,
-    /// The `snapshot` tree of the node's database; holds the current snapshot under one key.
-    snapshots: sled::Tree,
+    /// The metadata of the last snapshot built or installed; written only after the snapshot is
+    /// on disk.
+    current_snapshot: RwLock<Option<SnapshotMeta<NodeId, BasicNode>>>,
+    /// The node's data directory, which holds [`SNAPSHOT_FILE`].
+    dir: PathBuf,
     /// Snapshots built since this process started, appended to snapshot ids. An id can repeat
     /// only after a restart and then only with the same last log id, hence the same state.
     builds: AtomicU64,
 }
 
 impl Shared {
-    /// Flushes `snapshot` to disk, then makes it the current one.
-    async fn persist_snapshot(&self, snapshot: StoredSnapshot) -> StorageResult<()> {
-        let write_error =
-            |e: AnyError| StorageIOError::write_snapshot(Some(snapshot.meta.signature()), e);
-        let bytes = bincode::serialize(&snapshot).map_err(|e| write_error(AnyError::new(&e)))?;
-        self.snapshots
-            .insert(CURRENT_SNAPSHOT_KEY, bytes)
-            .map_err(|e| write_error(AnyError::new(&e)))?;
-        self.snapshots
-            .flush_async()
-            .await
-            .map_err(|e| write_error(AnyError::new(&e)))?;
-        *self.current_snapshot.write().await = Some(snapshot);
-        Ok(())
+    /// Writes `snapshot` to disk, then makes it the current one; hands it back.
+    async fn persist_snapshot(&self, snapshot: StoredSnapshot) -> StorageResult<StoredSnapshot> {
+        let signature = snapshot.meta.signature();
+        let dir = self.dir.clone();
+        // Encoding and writing copy the whole queue: off the async workers, where they would
+        // hold up Raft's own tasks (heartbeats) for as long.
+        let (written, snapshot) =
+            tokio::task::spawn_blocking(move || (write_snapshot_file(&dir, &snapshot), snapshot))
+                .await
+                .map_err(|e| {
+                    StorageIOError::write_snapshot(Some(signature.clone()), AnyError::new(&e))
+                })?;
+        written.map_err(|e| StorageIOError::write_snapshot(Some(signature), AnyError::new(&e)))?;
+        *self.current_snapshot.write().await = Some(snapshot.meta.clone());
+        Ok(snapshot)
     }
+}
+
+/// Replaces the snapshot file in `dir` with `snapshot`, durably: a crash leaves either the old
+/// snapshot or the new one, whole.
+fn write_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> {
+    let temp = dir.join(SNAPSHOT_TEMP_FILE);
+    let mut writer = BufWriter::new(File::create(&temp)?);
+    bincode::serialize_into(&mut writer, snapshot).map_err(std::io::Error::other)?;
+    writer.flush()?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    std::fs::rename(&temp, dir.join(SNAPSHOT_FILE))?;
+    // The rename is durable only once the directory is.
+    File::open(dir)?.sync_all()
+}
+
+/// The snapshot file in `dir`, if there is one.
+fn read_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, StoreOpenError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StoreOpenError::Io { path, source }),
+    };
+    bincode::deserialize_from(BufReader::new(file))
+        .map(Some)
+        .map_err(|source| StoreOpenError::Corrupt {
+            what: "snapshot",
+            source,
+        })
 }
 
 /// The node's state machine. Clones share the same state: keep one to read the queue while
@@ -97,35 +142,26 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Opens the state machine in the node's database (see `LogStore::db`), starting from the
-    /// persisted snapshot if there is one, else empty.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreOpenError> {
-        let snapshots = db.open_tree(SNAPSHOT_TREE)?;
-        let current_snapshot = match snapshots.get(CURRENT_SNAPSHOT_KEY)? {
-            Some(bytes) => Some(bincode::deserialize::<StoredSnapshot>(&bytes).map_err(
-                |source| StoreOpenError::Corrupt {
-                    what: "snapshot",
-                    source,
-                },
-            )?),
-            None => None,
+    /// Opens the state machine of the node whose data directory is `dir`, starting from the
+    /// snapshot stored there if there is one, else empty.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreOpenError> {
+        let dir = dir.as_ref().to_path_buf();
+        let mut shared = Shared {
+            applied: RwLock::new(AppliedState::default()),
+            current_snapshot: RwLock::new(None),
+            dir,
+            builds: AtomicU64::new(0),
         };
-        let applied = match &current_snapshot {
-            Some(snapshot) => {
+        if let Some(snapshot) = read_snapshot_file(&shared.dir)? {
+            *shared.applied.get_mut() =
                 bincode::deserialize(&snapshot.data).map_err(|source| StoreOpenError::Corrupt {
                     what: "snapshot data",
                     source,
-                })?
-            }
-            None => AppliedState::default(),
-        };
+                })?;
+            *shared.current_snapshot.get_mut() = Some(snapshot.meta);
+        }
         Ok(Self {
-            shared: Arc::new(Shared {
-                applied: RwLock::new(applied),
-                current_snapshot: RwLock::new(current_snapshot),
-                snapshots,
-                builds: AtomicU64::new(0),
-            }),
+            shared: Arc::new(shared),
         })
     }
 
@@ -211,13 +247,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self
-            .shared
-            .current_snapshot
-            .read()
+        let Some(meta) = self.shared.current_snapshot.read().await.clone() else {
+            return Ok(None);
+        };
+        let read_error = |e: AnyError| StorageIOError::read_snapshot(Some(meta.signature()), e);
+        // Reading copies the whole queue: off the async workers.
+        let dir = self.shared.dir.clone();
+        let stored = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
             .await
-            .as_ref()
-            .map(StoredSnapshot::to_snapshot))
+            .map_err(|e| read_error(AnyError::new(&e)))?
+            .map_err(|e| read_error(AnyError::new(&e)))?;
+        Ok(stored.map(StoredSnapshot::into_snapshot))
     }
 }
 
@@ -229,12 +269,14 @@ pub struct QueueSnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (data, last_log_id, last_membership) = {
-            let applied = self.shared.applied.read().await;
-            let data = bincode::serialize(&*applied)
-                .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-            (data, applied.last_applied, applied.last_membership.clone())
-        };
+        // A clone in O(1): applying goes on while the clone is encoded.
+        let applied = self.shared.applied.read().await.clone();
+        let (last_log_id, last_membership) =
+            (applied.last_applied, applied.last_membership.clone());
+        let data = tokio::task::spawn_blocking(move || bincode::serialize(&applied))
+            .await
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
         let build = self.shared.builds.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot_id = match last_log_id {
             Some(log_id) => format!("{}-{}-{build}", log_id.leader_id, log_id.index),
@@ -248,8 +290,7 @@ impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
             },
             data,
         };
-        let snapshot = stored.to_snapshot();
-        self.shared.persist_snapshot(stored).await?;
+        let snapshot = self.shared.persist_snapshot(stored).await?.into_snapshot();
         tracing::info!(snapshot_id = %snapshot.meta.snapshot_id, ?last_log_id, "snapshot built");
         Ok(snapshot)
     }

@@ -3,8 +3,10 @@
 //!
 //! Invariants it keeps (checked by the tests at the bottom):
 //! - Replicas applying the same commands in the same order end equal (`PartialEq`), and so do their
-//!   bincode encodings: every collection is a `BTreeMap`, and time comes only from the `now_ms`
-//!   that the leader stamps into each command.
+//!   bincode encodings: every collection is ordered (`OrdMap`, encoded in key order like a
+//!   `BTreeMap`), and time comes only from the `now_ms` that the leader stamps into each command.
+//! - Cloning the state is O(1): the maps are persistent (`imbl::OrdMap`, shared structure, copy
+//!   on write), so a snapshot is taken of a clone while commands go on being applied.
 //! - Time never goes backwards inside the state: a command stamped earlier than one already applied
 //!   (a new leader with a slower clock) is applied at the latest time seen.
 //! - Orders leave the ready queue by priority (sum of quantities, higher first), equal priority in
@@ -16,10 +18,9 @@
 //! - When a lease ends (expiry or resignation) the order executing under it goes back to the ready
 //!   queue with its original priority and sequence, so it is the first to be dequeued again.
 
-use std::cmp::Reverse;
-use std::collections::BTreeMap;
-
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
 
 /// One line of an order: a book and how many copies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,9 +260,9 @@ impl ReadyKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
     /// Every order ever enqueued, by id.
-    orders: BTreeMap<String, OrderRecord>,
+    orders: OrdMap<String, OrderRecord>,
     /// Ids of `Queued` orders, in dequeue order.
-    ready: BTreeMap<ReadyKey, String>,
+    ready: OrdMap<ReadyKey, String>,
     /// The id of the one `Executing` order; only ever set while `lease` is.
     executing_order: Option<String>,
     lease: Option<Lease>,
@@ -490,7 +491,10 @@ impl QueueState {
                 order: record.order.clone(),
             };
         }
-        let Some((_, order_id)) = self.ready.pop_first() else {
+        let Some(next) = self.ready.get_min().map(|(key, _)| *key) else {
+            return CommandResponse::QueueEmpty;
+        };
+        let Some(order_id) = self.ready.remove(&next) else {
             return CommandResponse::QueueEmpty;
         };
         let since_ms = self.clock_ms;

@@ -73,7 +73,7 @@ impl RaftNetwork<TypeConfig> for NoPeers {
 /// Starts the node on the stores in `dir`; returns it with a handle to read its queue.
 async fn start_node(dir: &TempDir) -> (Raft<TypeConfig>, StateMachineStore) {
     let log_store = tokio::task::block_in_place(|| common::open_log_store(dir));
-    let state_machine = StateMachineStore::open(log_store.db()).expect("open the state machine");
+    let state_machine = StateMachineStore::open(dir.path()).expect("open the state machine");
     let reader = state_machine.clone();
     let raft = Raft::new(NODE, config(), NoPeers, log_store, state_machine)
         .await

@@ -21,7 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempDirS
         let dir = TempDir::new().expect("create a temporary directory");
         let log_store = LogStore::open(dir.path()).expect("open the log store");
         let state_machine =
-            StateMachineStore::open(log_store.db()).expect("open the state machine store");
+            StateMachineStore::open(dir.path()).expect("open the state machine store");
         Ok((dir, log_store, state_machine))
     }
 }

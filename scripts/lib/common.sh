@@ -48,10 +48,14 @@ require_free_port() {
 }
 
 # Waits until process PID is gone; a zombie counts as gone (processes started detached by an
-# earlier run of a script are reparented, and their new parent may reap them late).
+# earlier run of a script are reparented, and their new parent may reap them late), but only once
+# it is the last of its threads: a multi-threaded process's main thread turns zombie while the
+# others are still releasing its memory and sockets (its port), which takes a while for a big one.
 wait_gone() {
-    local state
-    while state=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $state != Z* ]]; do
+    local state threads
+    while state=$(ps -o stat= -p "$1" 2>/dev/null); do
+        threads=$(find "/proc/$1/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+        [[ $state == Z* ]] && ((threads <= 1)) && return 0
         sleep 0.05
     done
 }

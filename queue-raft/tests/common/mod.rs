@@ -16,8 +16,7 @@ use tempfile::TempDir;
 /// Opens both stores of one node in `dir`, the way a node does: one sled database, shared.
 pub fn open_stores(dir: &TempDir) -> (LogStore, StateMachineStore) {
     let log_store = open_log_store(dir);
-    let state_machine =
-        StateMachineStore::open(log_store.db()).expect("open the state machine store");
+    let state_machine = StateMachineStore::open(dir.path()).expect("open the state machine store");
     (log_store, state_machine)
 }
 
