@@ -3,10 +3,18 @@
 //! Besides the generated code this crate owns the two conventions every service shares:
 //! the order id travels in gRPC metadata under [`ORDER_ID_METADATA_KEY`], and a card number is
 //! never shown beyond its last four digits ([`CreditCard`]'s `Debug`, [`mask_card_number`]).
+//!
+//! [`etcdserverpb`] is not ours: a client for the few rpcs of etcd's v3 API that the benchmark
+//! compares our queue with (`proto/etcd_kv.proto` says where it comes from).
 
 use std::fmt;
 
 tonic::include_proto!("bookstore");
+
+/// etcd's KV `Put` and Maintenance `Status`, client side only, wire-compatible with etcd v3.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
 
 /// The encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bookstore_descriptor");

@@ -16,8 +16,6 @@
 //! - [`service`]: the client API (`OrderQueue`): requests become commands through Raft, answers
 //!   become protobuf; the one place a failure becomes a gRPC status.
 //! - [`client`]: the leader-following client the orchestrator and executors use.
-//! - [`bench`]: the load generator behind `queue-bench`: enqueue throughput and latency, and
-//!   leader failover, measured through [`client`].
 //! - [`node`]: one node wired together: stores, Raft, both services on one port, cluster
 //!   formation, role-change logs, shutdown. `src/bin/queue-node.rs` parses flags and calls it.
 //!
@@ -38,7 +36,6 @@
 //!   leader and fails in bounded time without one (`tests/cluster.rs`).
 
 pub mod batching;
-pub mod bench;
 pub mod client;
 pub mod error;
 pub mod log_store;

@@ -24,8 +24,11 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{BenchError, describe_cluster, median};
-use crate::QueueClient;
+use queue_raft::QueueClient;
+
+use crate::BenchError;
+use crate::cluster::describe_cluster;
+use crate::stats::{median, percentile};
 
 /// How often the cluster is polled while waiting for the executors to finish; only delays
 /// noticing the end.
@@ -341,17 +344,6 @@ fn report(
     }
 }
 
-/// The nearest-rank percentile (`quantile` in 0..=1); 0 for no values.
-fn percentile(values: &[f64], quantile: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = (quantile * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.clamp(1, sorted.len().max(1)) - 1)
-        .copied()
-        .unwrap_or(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,15 +399,5 @@ mod tests {
         assert_eq!(report.idle_grants, 1);
         assert!(report.one_lease_per_order);
         assert!(!report.in_priority_order);
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&values, 0.99), 99.0);
-        assert_eq!(percentile(&values, 1.0), 100.0);
-        assert_eq!(percentile(&values, 0.0), 1.0);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-        assert_eq!(percentile(&[], 0.99), 0.0);
     }
 }
