@@ -52,14 +52,9 @@ pub fn suggest<'c>(catalogue: &'c Catalogue, items: &[Item], limit: u32) -> Vec<
         })
         .filter(|(same_author, shared, _)| *same_author || *shared > 0)
         .collect();
-    related.sort_by_key(|(same_author, shared, book)| {
-        (
-            Reverse(*same_author),
-            Reverse(*shared),
-            book.title.to_lowercase(),
-            book.id.clone(),
-        )
-    });
+    // The catalogue is in title order (titles are unique), and the sort is stable: ties stay in
+    // title order without building a key string per comparison.
+    related.sort_by_key(|(same_author, shared, _)| (Reverse(*same_author), Reverse(*shared)));
 
     let mut chosen: Vec<&Book> = related
         .into_iter()
