@@ -360,6 +360,34 @@ impl QueueClient {
             .await
     }
 
+    /// Adds node `node_id`, running at `addr` (started with `--join`), to the cluster: a learner
+    /// until it has caught up with the log, then a voter. Catching up a long log can take longer
+    /// than the default attempt timeout: give the client longer [`ClientOptions`] then.
+    pub async fn add_node(
+        &self,
+        node_id: u64,
+        addr: &str,
+    ) -> Result<pb::MembershipResponse, ClientError> {
+        let request = pb::AddNodeRequest {
+            node_id,
+            addr: addr.to_owned(),
+        };
+        self.shared
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.add_node(request).await }
+            })
+            .await
+    }
+
+    /// Removes voter `node_id` from the cluster.
+    pub async fn remove_node(&self, node_id: u64) -> Result<pb::MembershipResponse, ClientError> {
+        let request = pb::RemoveNodeRequest { node_id };
+        self.shared
+            .call(|mut client| async move { client.remove_node(request).await })
+            .await
+    }
+
     /// Where the order is, read linearizably at the leader; `None` if the queue never saw it.
     pub async fn get_order(&self, order_id: &str) -> Result<Option<pb::OrderState>, ClientError> {
         let request = pb::GetOrderRequest {

@@ -58,6 +58,9 @@ pub struct NodeConfig {
     pub snapshot_logs: u64,
     /// Entries kept in the log behind a snapshot (openraft's `max_in_snapshot_log_to_keep`).
     pub logs_to_keep: u64,
+    /// Start without forming a cluster from `peers`, and wait to be added to a running one
+    /// (`AddNode`). A node that is a member already rejoins whatever this says.
+    pub join: bool,
 }
 
 impl NodeConfig {
@@ -78,6 +81,7 @@ impl NodeConfig {
             election_timeout_max: DEFAULT_ELECTION_TIMEOUT_MAX,
             snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
             logs_to_keep: DEFAULT_LOGS_TO_KEEP,
+            join: false,
         }
     }
 
@@ -229,6 +233,13 @@ async fn stop_raft(raft: &Raft<TypeConfig>) {
 async fn form_cluster(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<(), NodeError> {
     if raft.is_initialized().await? {
         tracing::info!(node_id = config.id, "cluster already formed; rejoining");
+        return Ok(());
+    }
+    if config.join {
+        tracing::info!(
+            node_id = config.id,
+            "waiting to be added to a running cluster"
+        );
         return Ok(());
     }
     match raft.initialize(config.members()).await {

@@ -13,12 +13,13 @@
 //!
 //! The protobuf conversions sit at the bottom, one per `From`/`TryFrom`.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bookstore_proto as pb;
 use bookstore_proto::order_queue_server::{OrderQueue, OrderQueueServer};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::{BasicNode, Raft, ServerState};
+use openraft::{BasicNode, Membership, Raft, ServerState};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
@@ -145,6 +146,14 @@ fn required_text(field: &'static str, value: String) -> Result<String, RequestEr
         return Err(RequestError::invalid(field, "must not be empty"));
     }
     Ok(value)
+}
+
+fn node_id(node_id: u64) -> Result<NodeId, RequestError> {
+    if node_id == 0 {
+        // 0 means "no leader" in the status answers.
+        return Err(RequestError::invalid("node_id", "must be positive"));
+    }
+    Ok(node_id)
 }
 
 fn lease_ttl_ms(ttl_ms: u64) -> Result<u64, RequestError> {
@@ -563,6 +572,84 @@ impl OrderQueueService {
 
     /// This node's own view, from openraft's metrics and state and the applied queue; never
     /// asks the leader, so it answers while there is none.
+    /// Adds a node as a learner, waits until it has caught up with the log, then makes it a
+    /// voter beside the current ones.
+    async fn add_member(
+        &self,
+        request: pb::AddNodeRequest,
+    ) -> Result<pb::MembershipResponse, RequestError> {
+        let node_id = node_id(request.node_id)?;
+        let addr = required_text("addr", request.addr)?;
+        let mut voters = self.voters_at_leader().await?;
+        if voters.contains(&node_id) {
+            return Err(RequestError::invalid(
+                "node_id",
+                format!("node {node_id} is a voter already"),
+            ));
+        }
+        self.raft
+            .add_learner(node_id, BasicNode::new(&addr), true)
+            .await?;
+        voters.insert(node_id);
+        let changed = self.change_voters(voters).await?;
+        tracing::info!(node_id, addr, index = changed.index, "node added");
+        Ok(changed)
+    }
+
+    /// Removes a voter; the others go on without it.
+    async fn remove_member(
+        &self,
+        request: pb::RemoveNodeRequest,
+    ) -> Result<pb::MembershipResponse, RequestError> {
+        let node_id = node_id(request.node_id)?;
+        let mut voters = self.voters_at_leader().await?;
+        if !voters.remove(&node_id) {
+            return Err(RequestError::invalid(
+                "node_id",
+                format!("node {node_id} is not a voter; the voters are {voters:?}"),
+            ));
+        }
+        if voters.is_empty() {
+            return Err(RequestError::invalid(
+                "node_id",
+                "the last voter cannot be removed",
+            ));
+        }
+        let changed = self.change_voters(voters).await?;
+        tracing::info!(node_id, index = changed.index, "node removed");
+        Ok(changed)
+    }
+
+    /// The voters, read at a leader that made sure it still leads: only the leader's view of the
+    /// membership is current.
+    async fn voters_at_leader(&self) -> Result<BTreeSet<NodeId>, RequestError> {
+        self.raft.ensure_linearizable().await?;
+        Ok(self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect())
+    }
+
+    /// Makes `voters` the voters, dropping any other member; answers once that committed.
+    async fn change_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+    ) -> Result<pb::MembershipResponse, RequestError> {
+        let written = self.raft.change_membership(voters, false).await?;
+        let members = match &written.membership {
+            Some(membership) => members_of(membership),
+            None => members_of(self.raft.metrics().borrow().membership_config.membership()),
+        };
+        Ok(pb::MembershipResponse {
+            members,
+            index: written.log_id.index,
+        })
+    }
+
     async fn status(&self) -> pb::ClusterStatusResponse {
         let metrics = self.raft.metrics().borrow().clone();
         // `committed` is not in openraft 0.9's metrics; its state has it. The vote's last
@@ -585,15 +672,7 @@ impl OrderQueueService {
             .and_then(|leader| membership.get_node(&leader))
             .map(|node| node.addr.clone())
             .unwrap_or_default();
-        let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(node_id, node)| pb::ClusterMember {
-                node_id: *node_id,
-                addr: node.addr.clone(),
-                voter: voters.contains(node_id),
-            })
-            .collect();
+        let members = members_of(membership);
         let millis_since_leader_contact = match metrics.state {
             ServerState::Leader => 0,
             _ => since_vote_update.map_or(0, |elapsed| {
@@ -631,6 +710,19 @@ impl OrderQueueService {
             millis_since_leader_contact,
         }
     }
+}
+
+/// Every member of `membership`, voters and learners, as the API reports them.
+fn members_of(membership: &Membership<NodeId, BasicNode>) -> Vec<pb::ClusterMember> {
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(node_id, node)| pb::ClusterMember {
+            node_id: *node_id,
+            addr: node.addr.clone(),
+            voter: voters.contains(node_id),
+        })
+        .collect()
 }
 
 /// The role's name as `ClusterStatusResponse.role` spells it.
@@ -727,6 +819,22 @@ impl OrderQueue for OrderQueueService {
         request: Request<pb::ListQueueRequest>,
     ) -> Result<Response<pb::ListQueueResponse>, Status> {
         Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        Ok(Response::new(self.add_member(request.into_inner()).await?))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        Ok(Response::new(
+            self.remove_member(request.into_inner()).await?,
+        ))
     }
 
     async fn cluster_status(

@@ -379,6 +379,56 @@ async fn a_batch_answers_each_order_on_its_own() {
     assert_eq!(queued.len(), 201, "batch-1 and the 200, each once");
 }
 
+/// Membership change: a fourth node started with `--join` is added, catches up and votes; then a
+/// founding voter is removed and the cluster goes on committing without it. Bad changes are
+/// refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_added_and_another_removed() {
+    let mut cluster = Cluster::start(&[]).await;
+    let client = cluster.client();
+    enqueue_all(&client, 0..20).await;
+
+    let addr = cluster.start_joining_node(4);
+    let added = client.add_node(4, &addr).await.expect("add node 4");
+    let voters = |members: &[pb::ClusterMember]| -> BTreeSet<u64> {
+        members
+            .iter()
+            .filter(|member| member.voter)
+            .map(|member| member.node_id)
+            .collect()
+    };
+    assert_eq!(voters(&added.members), BTreeSet::from([1, 2, 3, 4]));
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let status = cluster.wait_until_caught_up(4, leader, CATCH_UP).await;
+    assert_eq!((status.queue_depth, status.role.as_str()), (20, "follower"));
+
+    let removed = other_than(&[leader]);
+    let after = client
+        .remove_node(removed)
+        .await
+        .expect("remove a follower");
+    let mut expected = BTreeSet::from([1, 2, 3, 4]);
+    expected.remove(&removed);
+    assert_eq!(voters(&after.members), expected);
+    enqueue_all(&client, 20..30).await;
+    let status = cluster.wait_until_caught_up(4, leader, CATCH_UP).await;
+    assert_eq!(
+        status.queue_depth, 30,
+        "the new voter follows the smaller cluster"
+    );
+
+    let again = client.remove_node(removed).await;
+    assert!(
+        matches!(&again, Err(ClientError::InvalidArgument(message)) if message.contains("not a voter")),
+        "{again:?}"
+    );
+    let zero = client.add_node(0, "127.0.0.1:1").await;
+    assert!(
+        matches!(&zero, Err(ClientError::InvalidArgument(message)) if message.starts_with("node_id")),
+        "{zero:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_raft_messages_are_refused_without_harm() {
     let cluster = Cluster::start(&[]).await;

@@ -31,6 +31,10 @@ struct Args {
     /// every node. Example: 1=127.0.0.1:50061,2=127.0.0.1:50062,3=127.0.0.1:50063
     #[arg(long, env = "QUEUE_PEERS", value_parser = parse_peers)]
     peers: Peers,
+    /// Start outside any cluster and wait to be added to a running one (`queuectl add-node`);
+    /// --peers then names only this node.
+    #[arg(long, env = "QUEUE_JOIN")]
+    join: bool,
     /// Where the node keeps its Raft log and snapshots; default data/node-N, N being --id.
     #[arg(long, env = "QUEUE_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         election_timeout_max: Duration::from_millis(args.election_timeout_max_ms),
         snapshot_logs: args.snapshot_logs,
         logs_to_keep: args.logs_to_keep,
+        join: args.join,
         ..NodeConfig::new(args.id, args.listen, args.peers.0, data_dir)
     };
     node::run(config, bookstore_common::shutdown::signal())

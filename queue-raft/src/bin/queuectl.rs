@@ -4,24 +4,26 @@
 //! `queuectl --nodes A,B,C status` prints one line per node; `queuectl --nodes A,B,C leader`
 //! prints the leader's node id, or exits 1 when no node leads. `queuectl probe TARGET` is the
 //! healthcheck of every container (`http://host:port/path` wants a 2xx, `grpc://host:port` the
-//! gRPC health service's SERVING); it needs no `--nodes`.
+//! gRPC health service's SERVING); it needs no `--nodes`. `add-node ID=HOST:PORT` and
+//! `remove-node ID` change the membership through the leader.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use bookstore_common::probe::{Target, probe};
 use bookstore_proto as pb;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
-use queue_raft::QueueClient;
+use queue_raft::{ClientOptions, QueueClient};
 
 /// Inspects the order-queue cluster.
 #[derive(Debug, Parser)]
 #[command(name = "queuectl", version)]
 struct Args {
     /// Every node's address, host:port or http://host:port, comma-separated; written
-    /// `id=host:port`, the id also names a node that does not answer. Needed by `status` and
-    /// `leader`.
+    /// `id=host:port`, the id also names a node that does not answer. Needed by every command
+    /// but `probe`.
     #[arg(long, env = "QUEUE_NODES", value_delimiter = ',')]
     nodes: Vec<String>,
     #[command(subcommand)]
@@ -35,6 +37,22 @@ enum Command {
     Status,
     /// The leader's node id; exit status 1 when no node leads.
     Leader,
+    /// Adds a node, running at HOST:PORT with --join, to the cluster: a learner until it has
+    /// caught up, then a voter. Prints the members afterwards.
+    AddNode {
+        /// The new node as ID=HOST:PORT, the address the other nodes reach it at.
+        node: String,
+        /// Give up after this many seconds (catching up a long log takes a while).
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
+    /// Removes voter ID from the cluster. Prints the members afterwards.
+    RemoveNode {
+        id: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
     /// Exit status 0 when TARGET is healthy, 1 otherwise (a container healthcheck):
     /// `http://host:port/path` wants a 2xx answer, `grpc://host:port` a SERVING answer from the
     /// gRPC health service.
@@ -82,7 +100,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Args::command()
             .error(
                 ErrorKind::MissingRequiredArgument,
-                "--nodes <NODES> (or QUEUE_NODES) is required by `status` and `leader`",
+                "--nodes <NODES> (or QUEUE_NODES) is required by every command but `probe`",
             )
             .exit();
     }
@@ -94,6 +112,37 @@ async fn main() -> anyhow::Result<ExitCode> {
             (id, addr.to_owned())
         })
         .unzip();
+    let membership_change = match &args.command {
+        Command::AddNode { timeout_s, .. } | Command::RemoveNode { timeout_s, .. } => {
+            Some(Duration::from_secs(*timeout_s))
+        }
+        _ => None,
+    };
+    if let Some(timeout) = membership_change {
+        let options = ClientOptions {
+            deadline: timeout,
+            attempt_timeout: timeout,
+            ..ClientOptions::default()
+        };
+        let client = QueueClient::with_options(addrs, options)?;
+        let changed = match &args.command {
+            Command::AddNode { node, .. } => {
+                let (id, addr) = node
+                    .split_once('=')
+                    .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
+                    .with_context(|| format!("{node:?} is not ID=HOST:PORT"))?;
+                client.add_node(id, addr).await?
+            }
+            Command::RemoveNode { id, .. } => client.remove_node(*id).await?,
+            _ => unreachable!("only membership changes get here"),
+        };
+        println!("membership changed at index {}", changed.index);
+        for member in &changed.members {
+            let role = if member.voter { "voter" } else { "learner" };
+            println!("node {} {} {role}", member.node_id, member.addr);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = QueueClient::new(addrs)?;
     let answers = client.cluster_status_all().await;
     match args.command {
@@ -115,7 +164,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Probe { .. } => unreachable!("answered above"),
+        Command::Probe { .. } | Command::AddNode { .. } | Command::RemoveNode { .. } => {
+            unreachable!("answered above")
+        }
         Command::Leader => {
             let statuses: Vec<pb::ClusterStatusResponse> = answers
                 .into_iter()

@@ -165,11 +165,39 @@ impl Cluster {
         self.restart(id);
     }
 
+    /// Starts node `id`, not one of [`NODE_IDS`], with `--join`: outside the cluster until it is
+    /// added (`QueueClient::add_node`). Returns its address.
+    pub fn start_joining_node(&mut self, id: NodeId) -> String {
+        assert!(!NODE_IDS.contains(&id), "node {id} is a founding member");
+        let mut last_error = None;
+        for _ in 0..START_TRIES {
+            self.nodes.insert(
+                id,
+                Node {
+                    port: free_port(),
+                    data: TempDir::new().expect("temporary data directory"),
+                    process: None,
+                },
+            );
+            match self.try_start_node(id) {
+                Ok(()) => return self.addr(id),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("node {id} did not start: {last_error:?}");
+    }
+
     fn try_start_node(&mut self, id: NodeId) -> Result<(), StartError> {
-        let peers: Vec<String> = NODE_IDS
-            .iter()
-            .map(|peer| format!("{peer}={}", self.addr(*peer)))
-            .collect();
+        // The founding members form the cluster from the full list; any other node joins it.
+        let founding = NODE_IDS.contains(&id);
+        let peers: Vec<String> = if founding {
+            NODE_IDS.to_vec()
+        } else {
+            vec![id]
+        }
+        .into_iter()
+        .map(|peer| format!("{peer}={}", self.addr(peer)))
+        .collect();
         let node = self.node(id);
         let mut args = vec![
             format!("--id={id}"),
@@ -177,6 +205,9 @@ impl Cluster {
             format!("--peers={}", peers.join(",")),
             format!("--data-dir={}", node.data.path().display()),
         ];
+        if !founding {
+            args.push("--join".to_owned());
+        }
         args.extend(self.extra_args.iter().cloned());
         let process =
             tokio::task::block_in_place(|| Service::try_start_with_args("queue-node", &args))?;
@@ -189,7 +220,7 @@ impl Cluster {
     }
 
     fn node_mut(&mut self, id: NodeId) -> &mut Node {
-        self.nodes.get_mut(&id).expect("node ids are 1 to 3")
+        self.nodes.get_mut(&id).expect("a node of this cluster")
     }
 
     fn running(&self) -> Vec<NodeId> {
