@@ -1,11 +1,12 @@
-//! `queuectl`: asks the queue cluster about itself, for scripts and people. Each node answers for
-//! itself (`ClusterStatus`), so this works while there is no leader.
+//! `queuectl`: the command-line client of the queue cluster, for scripts and people.
 //!
-//! `queuectl --nodes A,B,C status` prints one line per node; `queuectl --nodes A,B,C leader`
-//! prints the leader's node id, or exits 1 when no node leads. `queuectl probe TARGET` is the
-//! healthcheck of every container (`http://host:port/path` wants a 2xx, `grpc://host:port` the
-//! gRPC health service's SERVING); it needs no `--nodes`. `add-node ID=HOST:PORT` and
-//! `remove-node ID` change the membership through the leader.
+//! - `status` prints one line per node, each as that node sees itself (`ClusterStatus`), so it
+//!   works while there is no leader; `watch` prints it again every interval until Ctrl-C.
+//! - `leader` prints the leader's node id, or exits 1 when no node leads.
+//! - `list` and `show ORDER_ID` read the queue at the leader; `enqueue` adds a test order.
+//! - `add-node ID=HOST:PORT` and `remove-node ID` change the membership through the leader.
+//! - `probe TARGET` is the healthcheck of every container (`http://host:port/path` wants a 2xx,
+//!   `grpc://host:port` the gRPC health service's SERVING); it needs no `--nodes`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use queue_raft::{ClientOptions, QueueClient};
 
-/// Inspects the order-queue cluster.
+/// Inspects and changes the order-queue cluster.
 #[derive(Debug, Parser)]
 #[command(name = "queuectl", version)]
 struct Args {
@@ -35,8 +36,36 @@ enum Command {
     /// One line per node: id, role, term, commit and applied index, queue depth, leader; or why
     /// it did not answer.
     Status,
+    /// `status` again and again, until Ctrl-C.
+    Watch {
+        /// Milliseconds between two looks.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..))]
+        interval_ms: u64,
+    },
     /// The leader's node id; exit status 1 when no node leads.
     Leader,
+    /// The queue's depth and its next orders, in the order they will be executed.
+    List {
+        /// How many orders to show.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Where one order is; exit status 1 when the queue never saw it.
+    Show { order_id: String },
+    /// Adds a test order with BOOKS copies of one title; prints where it went.
+    Enqueue {
+        /// The order id; a fresh UUID when not given (an id the queue knows is not enqueued
+        /// again).
+        #[arg(long)]
+        order_id: Option<String>,
+        #[arg(long, default_value = "queuectl")]
+        customer: String,
+        #[arg(long, default_value = "The Pragmatic Programmer")]
+        title: String,
+        /// Copies of the title: the order's priority.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        books: u32,
+    },
     /// Adds a node, running at HOST:PORT with --join, to the cluster: a learner until it has
     /// caught up, then a voter. Prints the members afterwards.
     AddNode {
@@ -64,6 +93,39 @@ enum Command {
     },
 }
 
+/// The nodes as given: ids for display (`?` when not given) and addresses.
+struct Nodes {
+    ids: Vec<String>,
+    addrs: Vec<String>,
+}
+
+impl Nodes {
+    fn parse(nodes: &[String]) -> Self {
+        let (ids, addrs) = nodes
+            .iter()
+            .map(|node| match node.split_once('=') {
+                Some((id, addr)) => (id.to_owned(), addr.to_owned()),
+                None => ("?".to_owned(), node.clone()),
+            })
+            .unzip();
+        Self { ids, addrs }
+    }
+
+    fn client(&self) -> anyhow::Result<QueueClient> {
+        Ok(QueueClient::new(self.addrs.clone())?)
+    }
+
+    /// A client that waits up to `timeout` for one call (membership changes).
+    fn patient_client(&self, timeout: Duration) -> anyhow::Result<QueueClient> {
+        let options = ClientOptions {
+            deadline: timeout,
+            attempt_timeout: timeout,
+            ..ClientOptions::default()
+        };
+        Ok(QueueClient::with_options(self.addrs.clone(), options)?)
+    }
+}
+
 /// The node that says it leads in the highest term, if any; a deposed leader that has not heard
 /// of the new term yet may still say it leads in an older one.
 fn leader_of(statuses: &[pb::ClusterStatusResponse]) -> Option<&pb::ClusterStatusResponse> {
@@ -73,30 +135,11 @@ fn leader_of(statuses: &[pb::ClusterStatusResponse]) -> Option<&pb::ClusterStatu
         .max_by_key(|status| status.term)
 }
 
-/// Splits `id=host:port` into the id (as text, for display) and the address.
-fn named_node(node: &str) -> (&str, &str) {
-    node.split_once('=').unwrap_or(("?", node))
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    if let Command::Probe { target, timeout_ms } = &args.command {
-        let target = Target::parse(target)?;
-        return Ok(
-            match probe(&target, Duration::from_millis(*timeout_ms)).await {
-                Ok(answer) => {
-                    println!("healthy: {answer}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("queuectl: unhealthy: {error}");
-                    ExitCode::FAILURE
-                }
-            },
-        );
-    }
-    if args.nodes.is_empty() {
+    let needs_nodes = !matches!(args.command, Command::Probe { .. });
+    if needs_nodes && args.nodes.is_empty() {
         Args::command()
             .error(
                 ErrorKind::MissingRequiredArgument,
@@ -104,84 +147,197 @@ async fn main() -> anyhow::Result<ExitCode> {
             )
             .exit();
     }
-    let (ids, addrs): (Vec<&str>, Vec<String>) = args
-        .nodes
-        .iter()
-        .map(|node| {
-            let (id, addr) = named_node(node);
-            (id, addr.to_owned())
-        })
-        .unzip();
-    let membership_change = match &args.command {
-        Command::AddNode { timeout_s, .. } | Command::RemoveNode { timeout_s, .. } => {
-            Some(Duration::from_secs(*timeout_s))
-        }
-        _ => None,
-    };
-    if let Some(timeout) = membership_change {
-        let options = ClientOptions {
-            deadline: timeout,
-            attempt_timeout: timeout,
-            ..ClientOptions::default()
-        };
-        let client = QueueClient::with_options(addrs, options)?;
-        let changed = match &args.command {
-            Command::AddNode { node, .. } => {
-                let (id, addr) = node
-                    .split_once('=')
-                    .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
-                    .with_context(|| format!("{node:?} is not ID=HOST:PORT"))?;
-                client.add_node(id, addr).await?
-            }
-            Command::RemoveNode { id, .. } => client.remove_node(*id).await?,
-            _ => unreachable!("only membership changes get here"),
-        };
-        println!("membership changed at index {}", changed.index);
-        for member in &changed.members {
-            let role = if member.voter { "voter" } else { "learner" };
-            println!("node {} {} {role}", member.node_id, member.addr);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let client = QueueClient::new(addrs)?;
-    let answers = client.cluster_status_all().await;
+    let nodes = Nodes::parse(&args.nodes);
     match args.command {
         Command::Status => {
-            for (id, (addr, answer)) in ids.iter().zip(&answers) {
-                match answer {
-                    Ok(status) => println!(
-                        "node {} {addr} {} term {} commit {} applied {} depth {} leader {}",
-                        status.node_id,
-                        status.role,
-                        status.term,
-                        status.commit_index,
-                        status.applied_index,
-                        status.queue_depth,
-                        status.leader_id,
-                    ),
-                    Err(error) => println!("node {id} {addr} down ({error})"),
-                }
-            }
+            print_status(&nodes).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Probe { .. } | Command::AddNode { .. } | Command::RemoveNode { .. } => {
-            unreachable!("answered above")
+        Command::Watch { interval_ms } => watch(&nodes, Duration::from_millis(interval_ms)).await,
+        Command::Leader => leader(&nodes).await,
+        Command::List { limit } => list(&nodes, limit).await,
+        Command::Show { order_id } => show(&nodes, &order_id).await,
+        Command::Enqueue {
+            order_id,
+            customer,
+            title,
+            books,
+        } => {
+            let order = pb::QueuedOrder {
+                order_id: order_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                customer,
+                items: vec![pb::QueueItem {
+                    title,
+                    quantity: books,
+                }],
+            };
+            enqueue(&nodes, order).await
         }
-        Command::Leader => {
-            let statuses: Vec<pb::ClusterStatusResponse> = answers
-                .into_iter()
-                .filter_map(|(_, answer)| answer.ok())
-                .collect();
-            match leader_of(&statuses) {
-                Some(leader) => {
-                    println!("{}", leader.node_id);
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    eprintln!("queuectl: no node is the leader now");
-                    Ok(ExitCode::FAILURE)
-                }
+        Command::AddNode { node, timeout_s } => {
+            let (id, addr) = node
+                .split_once('=')
+                .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
+                .with_context(|| format!("{node:?} is not ID=HOST:PORT"))?;
+            let client = nodes.patient_client(Duration::from_secs(timeout_s))?;
+            print_membership(&client.add_node(id, addr).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RemoveNode { id, timeout_s } => {
+            let client = nodes.patient_client(Duration::from_secs(timeout_s))?;
+            print_membership(&client.remove_node(id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe { target, timeout_ms } => {
+            probe_target(&target, Duration::from_millis(timeout_ms)).await
+        }
+    }
+}
+
+async fn probe_target(target: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let target = Target::parse(target)?;
+    Ok(match probe(&target, timeout).await {
+        Ok(answer) => {
+            println!("healthy: {answer}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("queuectl: unhealthy: {error}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+async fn print_status(nodes: &Nodes) -> anyhow::Result<()> {
+    let answers = nodes.client()?.cluster_status_all().await;
+    for (id, (addr, answer)) in nodes.ids.iter().zip(&answers) {
+        match answer {
+            Ok(status) => println!(
+                "node {} {addr} {} term {} commit {} applied {} depth {} leader {}",
+                status.node_id,
+                status.role,
+                status.term,
+                status.commit_index,
+                status.applied_index,
+                status.queue_depth,
+                status.leader_id,
+            ),
+            Err(error) => println!("node {id} {addr} down ({error})"),
+        }
+    }
+    Ok(())
+}
+
+/// Clears the terminal and prints the status, every `interval`, until Ctrl-C or SIGTERM.
+async fn watch(nodes: &Nodes, interval: Duration) -> anyhow::Result<ExitCode> {
+    let stop = bookstore_common::shutdown::signal();
+    tokio::pin!(stop);
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(ExitCode::SUCCESS),
+            _ = ticks.tick() => {
+                // ANSI: clear the screen, cursor home.
+                print!("\x1b[2J\x1b[H");
+                println!("every {} ms; Ctrl-C to stop", interval.as_millis());
+                print_status(nodes).await?;
             }
         }
+    }
+}
+
+async fn leader(nodes: &Nodes) -> anyhow::Result<ExitCode> {
+    let statuses: Vec<pb::ClusterStatusResponse> = nodes
+        .client()?
+        .cluster_status_all()
+        .await
+        .into_iter()
+        .filter_map(|(_, answer)| answer.ok())
+        .collect();
+    Ok(match leader_of(&statuses) {
+        Some(leader) => {
+            println!("{}", leader.node_id);
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("queuectl: no node is the leader now");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+async fn list(nodes: &Nodes, limit: u32) -> anyhow::Result<ExitCode> {
+    let listed = nodes.client()?.list_queue(limit).await?;
+    println!("depth {}", listed.depth);
+    for (position, state) in listed.orders.iter().enumerate() {
+        println!("{:>4}. {}", position + 1, describe_order(state));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(nodes: &Nodes, order_id: &str) -> anyhow::Result<ExitCode> {
+    Ok(match nodes.client()?.get_order(order_id).await? {
+        Some(state) => {
+            println!("{}", describe_order(&state));
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("queuectl: the queue has no order {order_id:?}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+async fn enqueue(nodes: &Nodes, order: pb::QueuedOrder) -> anyhow::Result<ExitCode> {
+    let order_id = order.order_id.clone();
+    let answer = nodes.client()?.enqueue(order).await?;
+    let outcome = if answer.newly_enqueued {
+        "enqueued"
+    } else {
+        "already known, not enqueued again"
+    };
+    println!(
+        "order {order_id} {outcome}: sequence {}, committed at term {} index {}",
+        answer.sequence, answer.term, answer.index
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line: id, phase, priority, customer and books, and who executes or executed it.
+fn describe_order(state: &pb::OrderState) -> String {
+    let (order_id, customer, books) =
+        state
+            .order
+            .as_ref()
+            .map_or(("?", "?", String::new()), |order| {
+                let books = order
+                    .items
+                    .iter()
+                    .map(|item| format!("{} x {}", item.quantity, item.title))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (order.order_id.as_str(), order.customer.as_str(), books)
+            });
+    let phase = match state.phase() {
+        pb::OrderPhase::Queued => "queued".to_owned(),
+        pb::OrderPhase::Executing => {
+            format!("executing by {} (token {})", state.executor_id, state.token)
+        }
+        pb::OrderPhase::Executed => format!(
+            "executed by {} (token {}) at {} ms",
+            state.executor_id, state.token, state.executed_at_ms
+        ),
+        pb::OrderPhase::Unspecified => "unknown".to_owned(),
+    };
+    format!(
+        "{order_id} {phase}, priority {} (sequence {}), for {customer}: {books}",
+        state.priority, state.sequence
+    )
+}
+
+fn print_membership(changed: &pb::MembershipResponse) {
+    println!("membership changed at index {}", changed.index);
+    for member in &changed.members {
+        let role = if member.voter { "voter" } else { "learner" };
+        println!("node {} {} {role}", member.node_id, member.addr);
     }
 }

@@ -1,0 +1,87 @@
+//! `queuectl` as a user runs it, against three real nodes: status, leader, enqueue, list, show,
+//! and a membership change (a fourth node added, a founder removed).
+
+mod common;
+
+use std::process::Output;
+
+use common::cluster::Cluster;
+use std::time::Duration;
+
+const ELECTION: Duration = Duration::from_secs(20);
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Runs `queuectl --nodes <the cluster> ARGS` and returns what it printed and how it exited.
+async fn queuectl(cluster: &Cluster, args: &[&str]) -> Output {
+    let nodes: Vec<String> = cluster
+        .addrs()
+        .iter()
+        .enumerate()
+        .map(|(index, addr)| format!("{}={addr}", index + 1))
+        .collect();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_queuectl"))
+        .arg(format!("--nodes={}", nodes.join(",")))
+        .args(args)
+        .output()
+        .await
+        .expect("run queuectl")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queuectl_reads_and_changes_the_cluster() {
+    let mut cluster = Cluster::start(&[]).await;
+    let leader = cluster.wait_for_leader(ELECTION).await;
+
+    let status = queuectl(&cluster, &["status"]).await;
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(stdout(&status).lines().count(), 3, "{}", stdout(&status));
+    assert!(stdout(&status).contains(" leader term "));
+    let named = queuectl(&cluster, &["leader"]).await;
+    assert_eq!(stdout(&named).trim(), leader.to_string());
+
+    let enqueued = queuectl(&cluster, &["enqueue", "--order-id=ctl-1", "--books=3"]).await;
+    assert!(
+        stdout(&enqueued).starts_with("order ctl-1 enqueued"),
+        "{enqueued:?}"
+    );
+    let again = queuectl(&cluster, &["enqueue", "--order-id=ctl-1"]).await;
+    assert!(stdout(&again).contains("already known"), "{again:?}");
+    queuectl(&cluster, &["enqueue", "--order-id=ctl-2", "--books=5"]).await;
+    let listed = stdout(&queuectl(&cluster, &["list"]).await);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines[0], "depth 2");
+    assert!(
+        lines[1].contains("ctl-2") && lines[2].contains("ctl-1"),
+        "{listed}"
+    );
+    let shown = queuectl(&cluster, &["show", "ctl-1"]).await;
+    assert!(
+        stdout(&shown).contains("ctl-1 queued, priority 3"),
+        "{shown:?}"
+    );
+    let missing = queuectl(&cluster, &["show", "no-such-order"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+
+    let addr = cluster.start_joining_node(4);
+    let added = queuectl(&cluster, &["add-node", &format!("4={addr}")]).await;
+    assert!(added.status.success(), "{added:?}");
+    assert!(
+        stdout(&added).contains(&format!("node 4 {addr} voter")),
+        "{added:?}"
+    );
+    let status = cluster.wait_until_caught_up(4, leader, CATCH_UP).await;
+    assert_eq!(status.queue_depth, 2);
+    let removed = queuectl(&cluster, &["remove-node", &leader.to_string()]).await;
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(
+        !stdout(&removed).contains(&format!("node {leader} ")),
+        "{removed:?}"
+    );
+    let bad = queuectl(&cluster, &["add-node", "four=127.0.0.1:1"]).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not ID=HOST:PORT"));
+}
