@@ -174,7 +174,7 @@ impl From<&pb::OrderState> for QueuedOrderView {
 pub struct LeaseView {
     /// None when the lease is free.
     pub holder: Option<String>,
-    /// The fencing token of the last grant.
+    /// The fencing token of the current grant; 0 when free.
     pub token: u64,
     /// The leader's clock, ms since the Unix epoch; 0 when free.
     pub expires_at_ms: u64,

@@ -120,10 +120,12 @@
       return;
     }
     $("lease-holder").textContent = lease.holder || "free";
-    $("lease-token").textContent = lease.token;
     if (!lease.holder) {
+      // A free lease has no token; the last one granted is in the election history.
+      $("lease-token").textContent = "–";
       $("lease-expiry").textContent = "–";
     } else {
+      $("lease-token").textContent = lease.token;
       var left = (lease.expiresAtMs - now) / 1000;
       $("lease-expiry").textContent = left >= 0 ? "in " + left.toFixed(1) + " s" : "expired " + (-left).toFixed(1) + " s ago";
     }

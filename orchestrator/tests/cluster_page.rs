@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chromiumoxide::{Page, page::ScreenshotParams};
+use chromiumoxide::{
+    Page, cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams, page::ScreenshotParams,
+};
 use common::{Options, ScriptedCluster, System, browser::launch, valid_order};
 use serde::Deserialize;
 
@@ -66,20 +68,10 @@ fn term(card: &Card) -> u64 {
     card.term.parse().expect("a leader's card shows its term")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_a_killed_leader_down_and_the_next_leader() {
-    let cluster = ScriptedCluster::up();
-    let system = System::start_in_front_of(
-        None,
-        &cluster.addrs(),
-        Options {
-            executors: 2,
-            ..Options::default()
-        },
-    );
-    // A few orders, so that the queue, the lease and the throughput line have something to show.
+/// Places `count` approved orders at once.
+async fn place_orders(system: &System, count: usize) {
     let client = reqwest::Client::new();
-    for _ in 0..4 {
+    let checkouts = (0..count).map(|_| async {
         let answer: serde_json::Value = client
             .post(system.url("/checkout"))
             .json(&valid_order())
@@ -90,7 +82,24 @@ async fn the_page_shows_a_killed_leader_down_and_the_next_leader() {
             .await
             .expect("JSON body");
         assert_eq!(answer["status"], "Order Approved", "{answer}");
-    }
+    });
+    futures::future::join_all(checkouts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_killed_leader_down_and_the_next_leader() {
+    let cluster = ScriptedCluster::up();
+    let system = System::start_in_front_of(
+        None,
+        &cluster.addrs(),
+        Options {
+            executors: 2,
+            fraud_detection_args: vec!["--velocity-max-orders=100000".into()],
+            ..Options::default()
+        },
+    );
+    // A few orders, so that the queue, the lease and the throughput line have something to show.
+    place_orders(&system, 4).await;
 
     let (mut browser, events, _profile) = launch().await;
     let page = browser
@@ -136,8 +145,12 @@ async fn the_page_shows_a_killed_leader_down_and_the_next_leader() {
     );
 
     if std::env::var_os("SAVE_SCREENSHOT").is_some() {
-        // Let the lease and the throughput line move on a little after the election.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Orders in the queue and an executor at work, a moment after the election.
+        page.execute(SetDeviceMetricsOverrideParams::new(1280, 900, 1.0, false))
+            .await
+            .expect("viewport set");
+        place_orders(&system, 12).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cluster-page.png");
         page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &path)
             .await
