@@ -214,6 +214,8 @@ pub struct ClusterMonitor {
     /// A client of its own, with short timeouts, so that the page never waits as long as a
     /// checkout may.
     client: QueueClient,
+    /// Written by the sampler once a round and read by each request; never held across an
+    /// `.await`, so a slow node cannot make a request wait for the lock.
     observed: Arc<Mutex<Observed>>,
 }
 

@@ -1,4 +1,4 @@
-//! The orchestrator: the bookstore's REST API and checkout page.
+//! The orchestrator: the bookstore's REST API, checkout page and cluster page.
 //!
 //! - [`routes`]: the axum router ([`routes::app`]) and its handlers, one per endpoint.
 //! - [`checkout`]: the REST request and response bodies, and their conversion to protobuf.
