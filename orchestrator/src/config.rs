@@ -6,10 +6,11 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use queue_raft::client::{QueueClient, QueueNodes};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     backends::Backends,
+    cluster::ClusterMonitor,
     rejections::RejectionLog,
     routes::{self, AppState},
 };
@@ -68,7 +69,12 @@ pub async fn run(
         queue: QueueClient::new(config.queue_nodes.addrs.clone())
             .context("invalid queue address")?,
         rejections: RejectionLog::default(),
+        cluster: ClusterMonitor::new(config.queue_nodes.addrs.clone())
+            .context("invalid queue address")?,
     };
+    // Dropping `stop_sampling` (on shutdown, or when serving fails) ends the sampler.
+    let (stop_sampling, sampling_stopped) = watch::channel(());
+    let sampler = tokio::spawn(state.cluster.clone().run(sampling_stopped));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -82,10 +88,14 @@ pub async fn run(
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, routes::app(state))
+    let served = axum::serve(listener, routes::app(state))
         .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
+        .await;
+    drop(stop_sampling);
+    if let Err(error) = sampler.await {
+        tracing::warn!(%error, "the cluster sampler failed");
+    }
+    served.context("HTTP server failed")?;
     tracing::info!(service = "orchestrator", "stopped");
     Ok(())
 }

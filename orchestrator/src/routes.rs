@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::{
     backends::Backends,
     checkout::{CatalogueBook, CheckoutRequest, CheckoutResponse, OrderDecision},
+    cluster::{ClusterMonitor, ClusterView},
     error::ApiError,
     orders::OrderView,
     rejections::RejectionLog,
@@ -49,11 +50,15 @@ pub struct AppState {
     pub backends: Backends,
     pub queue: QueueClient,
     pub rejections: RejectionLog,
+    pub cluster: ClusterMonitor,
 }
 
 const PAGE: &str = include_str!("../static/index.html");
 const SCRIPT: &str = include_str!("../static/app.js");
 const STYLESHEET: &str = include_str!("../static/style.css");
+const CLUSTER_PAGE: &str = include_str!("../static/cluster.html");
+const CLUSTER_SCRIPT: &str = include_str!("../static/cluster.js");
+const CLUSTER_STYLESHEET: &str = include_str!("../static/cluster.css");
 const OPENAPI: &str = include_str!("../openapi.yaml");
 
 pub fn app(state: AppState) -> Router {
@@ -61,6 +66,10 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(page_get))
         .route("/assets/app.js", get(script_get))
         .route("/assets/style.css", get(stylesheet_get))
+        .route("/cluster", get(cluster_page_get))
+        .route("/cluster/status", get(cluster_status_show))
+        .route("/assets/cluster.js", get(cluster_script_get))
+        .route("/assets/cluster.css", get(cluster_stylesheet_get))
         .route("/openapi.yaml", get(openapi_get))
         .route("/health", get(health_get))
         .route("/books", get(books_list))
@@ -94,6 +103,32 @@ async fn stylesheet_get() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         STYLESHEET,
     )
+}
+
+async fn cluster_page_get() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        CLUSTER_PAGE,
+    )
+}
+
+async fn cluster_script_get() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        CLUSTER_SCRIPT,
+    )
+}
+
+async fn cluster_stylesheet_get() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        CLUSTER_STYLESHEET,
+    )
+}
+
+/// The latest sample of every queue node; answers at once, whatever state the nodes are in.
+async fn cluster_status_show(State(state): State<AppState>) -> Json<ClusterView> {
+    Json(state.cluster.view())
 }
 
 async fn openapi_get() -> impl IntoResponse {
@@ -247,6 +282,7 @@ mod tests {
             backends: Backends::connect_lazy(&config).expect("valid addresses"),
             queue: QueueClient::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
             rejections: RejectionLog::default(),
+            cluster: ClusterMonitor::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
         })
     }
 
@@ -360,6 +396,29 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert!(String::from_utf8_lossy(&body).starts_with("openapi: 3"));
+    }
+
+    #[tokio::test]
+    async fn the_cluster_page_and_its_status_are_served_before_any_node_answers() {
+        let (status, body) = send(
+            Request::get("/cluster")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&body).contains("/assets/cluster.js"));
+        let (status, body) = send(
+            Request::get("/cluster/status")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let view: ClusterView = serde_json::from_slice(&body).expect("a cluster view");
+        assert_eq!(view.sampled_at_ms, None);
+        assert_eq!(view.nodes.len(), 1);
+        assert!(!view.nodes[0].up);
     }
 
     #[tokio::test]

@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{Options, System, valid_order};
+use common::{Options, ScriptedCluster, System, valid_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -140,67 +136,9 @@ async fn without_a_queue_leader_checkout_is_a_clear_503_and_nothing_is_placed() 
     );
 }
 
-/// Three consecutive loopback ports below the ephemeral range, free a moment ago.
-fn free_port_range() -> u16 {
-    loop {
-        let base = rand::random_range(20_000..32_000);
-        if (base..base + 3).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return base;
-        }
-    }
-}
-
-/// A cluster run by `scripts/cluster` in its own folder and ports; `down` when dropped.
-struct ScriptedCluster {
-    dir: tempfile::TempDir,
-    base_port: u16,
-}
-
-impl ScriptedCluster {
-    /// `scripts/cluster ARGS` aimed at this cluster's folder and ports, using the built binaries.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command =
-            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster"));
-        command
-            .args(args)
-            .env("CLUSTER_DIR", self.dir.path())
-            .env("CLUSTER_BASE_PORT", self.base_port.to_string())
-            .env("CLUSTER_BUILD", "0");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let output = self.command(args).output().expect("run scripts/cluster");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "scripts/cluster {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    }
-
-    fn addrs(&self) -> String {
-        (0..3)
-            .map(|n| format!("127.0.0.1:{}", self.base_port + n))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
-impl Drop for ScriptedCluster {
-    fn drop(&mut self) {
-        let _ = self.command(&["down"]).output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkouts_go_on_while_the_queue_leader_is_killed() {
-    let cluster = ScriptedCluster {
-        dir: tempfile::tempdir().expect("data folder"),
-        base_port: free_port_range(),
-    };
-    tokio::task::block_in_place(|| cluster.run(&["up"]));
+    let cluster = ScriptedCluster::up();
     let options = Options {
         fraud_detection_args: vec!["--velocity-max-orders=100000".into()],
         ..Options::default()

@@ -1,14 +1,16 @@
 //! Starts the whole checkout path as real processes: a three-node queue cluster (the harness of
-//! `queue-raft`'s own tests), the three backends and the orchestrator.
+//! `queue-raft`'s own tests, or [`ScriptedCluster`] run by `scripts/cluster`), the three backends
+//! and the orchestrator; [`browser`] drives headless Chromium.
 //!
 //! Tests using it run on Tokio's multi-thread runtime: starting a process blocks its thread.
 
 #![allow(dead_code)]
 
+pub mod browser;
 #[path = "../../../queue-raft/tests/common/cluster.rs"]
 pub mod cluster;
 
-use std::time::Duration;
+use std::{path::Path, process::Command, time::Duration};
 
 use bookstore_common::testing::Service;
 use cluster::Cluster;
@@ -131,6 +133,72 @@ impl System {
                 .map(|line| (service.name.clone(), line))
         })
         .collect()
+    }
+}
+
+/// Three consecutive loopback ports below the ephemeral range, free a moment ago.
+fn free_port_range() -> u16 {
+    loop {
+        let base = rand::random_range(20_000..32_000);
+        if (base..base + 3).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// A cluster run by `scripts/cluster` in its own folder and ports; `down` when dropped.
+pub struct ScriptedCluster {
+    dir: tempfile::TempDir,
+    base_port: u16,
+}
+
+impl ScriptedCluster {
+    /// `scripts/cluster up` on three free ports in a temporary folder; waits for a leader.
+    pub fn up() -> ScriptedCluster {
+        let cluster = ScriptedCluster {
+            dir: tempfile::tempdir().expect("data folder"),
+            base_port: free_port_range(),
+        };
+        tokio::task::block_in_place(|| cluster.run(&["up"]));
+        cluster
+    }
+
+    /// `scripts/cluster ARGS` aimed at this cluster's folder and ports, using the built binaries.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command =
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster"));
+        command
+            .args(args)
+            .env("CLUSTER_DIR", self.dir.path())
+            .env("CLUSTER_BASE_PORT", self.base_port.to_string())
+            .env("CLUSTER_BUILD", "0");
+        command
+    }
+
+    /// Runs `scripts/cluster ARGS` and answers its output; panics when it fails. It blocks: call
+    /// it inside `tokio::task::block_in_place`.
+    pub fn run(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().expect("run scripts/cluster");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "scripts/cluster {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    pub fn addrs(&self) -> String {
+        (0..3)
+            .map(|n| format!("127.0.0.1:{}", self.base_port + n))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for ScriptedCluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["down"]).output();
     }
 }
 
