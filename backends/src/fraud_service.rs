@@ -64,6 +64,15 @@ impl FraudDetection for FraudService {
             reasons = %codes.join(","),
             "fraud check answered"
         );
+        metrics::counter!(
+            "bookstore_fraud_decisions_total",
+            "decision" => assessment.decision.as_str_name(),
+        )
+        .increment(1);
+        for code in codes {
+            metrics::counter!("bookstore_fraud_reasons_total", "reason" => code.to_owned())
+                .increment(1);
+        }
         Ok(Response::new(CheckOrderResponse {
             decision: assessment.decision.into(),
             score: assessment.score,

@@ -57,6 +57,7 @@ impl Suggestions for SuggestionsService {
             .collect();
         let ids: Vec<&str> = books.iter().map(|book| book.book_id.as_str()).collect();
         tracing::info!(order_id, books = %ids.join(","), "suggestions answered");
+        metrics::histogram!("bookstore_suggestions_books").record(ids.len() as f64);
         Ok(Response::new(SuggestBooksResponse { books }))
     }
 

@@ -43,6 +43,15 @@ impl TransactionVerification for VerificationService {
         let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
         let approved = reasons.is_empty();
         tracing::info!(order_id, approved, reasons = %codes.join(","), "verification answered");
+        metrics::counter!(
+            "bookstore_verification_decisions_total",
+            "decision" => if approved { "approved" } else { "rejected" },
+        )
+        .increment(1);
+        for code in &codes {
+            metrics::counter!("bookstore_verification_reasons_total", "reason" => code.to_string())
+                .increment(1);
+        }
         Ok(Response::new(VerifyTransactionResponse {
             approved,
             reasons,

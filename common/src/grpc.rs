@@ -5,7 +5,8 @@
 //! the service's routes together with the standard gRPC health service (the service reported
 //! SERVING) and server reflection (v1 and v1alpha, so `grpcurl -plaintext HOST:PORT list`
 //! works), until the `shutdown` future resolves. It then reports NOT_SERVING, lets in-flight
-//! calls finish, and logs `stopped`.
+//! calls finish, and logs `stopped`. Every call is counted and timed for `/metrics`
+//! ([`crate::metrics::GrpcMetricsLayer`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,6 +82,7 @@ pub async fn serve(
 
     tracing::info!(service = service_name, addr = %local_addr, "listening");
     Server::builder()
+        .layer(crate::metrics::GrpcMetricsLayer)
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)

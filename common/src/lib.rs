@@ -3,10 +3,13 @@
 //! - [`telemetry`]: the tracing subscriber (human-readable, or JSON with `LOG_FORMAT=json`).
 //! - [`shutdown`]: the future that resolves on SIGTERM or Ctrl-C, handed down to servers.
 //! - [`grpc`]: binding, serving with health and reflection, and stopping a gRPC server.
+//! - [`metrics`]: the Prometheus recorder, `GET /metrics`, HTTP and gRPC request metrics, and
+//!   the metrics port of gRPC services (`--metrics-listen`).
 //! - [`probe`]: one HTTP or gRPC health probe, for container healthchecks (`queuectl probe`).
 //! - `testing` (feature `testing`): the harness that starts service binaries in tests.
 
 pub mod grpc;
+pub mod metrics;
 pub mod probe;
 pub mod shutdown;
 pub mod telemetry;

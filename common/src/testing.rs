@@ -36,6 +36,14 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The `--metrics-listen` twins of every gRPC service.
+const METRICS_LISTEN_VARS: &[&str] = &[
+    "FRAUD_DETECTION_METRICS_LISTEN",
+    "TRANSACTION_VERIFICATION_METRICS_LISTEN",
+    "SUGGESTIONS_METRICS_LISTEN",
+    "QUEUE_NODE_METRICS_LISTEN",
+];
+
 /// One running service process and everything it logged.
 pub struct Service {
     pub name: String,
@@ -65,6 +73,10 @@ impl Service {
             .args(args)
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            // The gRPC services' metrics ports default to their gRPC port plus 100, which a
+            // parallel test may hold: every metrics server takes a free port instead, logged on
+            // its `serving metrics` line ([`Service::metrics_url`]).
+            .envs(METRICS_LISTEN_VARS.iter().map(|var| (*var, "127.0.0.1:0")))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -117,6 +129,28 @@ impl Service {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://ADDR/metrics` of a gRPC service's metrics server, from its `serving metrics`
+    /// log line; waits for the line up to the start timeout.
+    pub fn metrics_url(&self) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(addr) = self
+                .log_lines()
+                .iter()
+                .find_map(|line| logged_addr(line, "serving metrics"))
+            {
+                return format!("http://{addr}/metrics");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} logged no `serving metrics` line:\n{}",
+                self.name,
+                self.log_lines().join("\n")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -186,10 +220,37 @@ impl Drop for Service {
     }
 }
 
+/// The value of one series in a Prometheus text exposition, written as rendered: the name and,
+/// if it has labels, `{label="value",..}` in the order they were recorded.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// The sum of every series named `name`, whatever its labels (0 when there is none).
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let series_name = series.split('{').next()?;
+            (series_name == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// The address in a JSON log line `{"message":"listening","addr":"127.0.0.1:P",..}`.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
+    logged_addr(line, "listening")
+}
+
+/// The `addr` of a JSON log line whose message is `message`.
+fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    if value.get("message")?.as_str()? != "listening" {
+    if value.get("message")?.as_str()? != message {
         return None;
     }
     value.get("addr")?.as_str()?.parse().ok()

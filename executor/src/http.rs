@@ -1,5 +1,6 @@
-//! The executor's small HTTP port: `GET /health` (the process serves) and `GET /status` (its part
-//! in the election, the order it executes, what it executed, its last error).
+//! The executor's small HTTP port: `GET /health` (the process serves), `GET /status` (its part
+//! in the election, the order it executes, what it executed, its last error) and `GET /metrics`
+//! (Prometheus).
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ExecutorError;
 use crate::status::ExecutorStatus;
 
-/// The longest a request may take; both handlers only read memory.
+/// The longest a request may take; every handler only reads memory.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Serialize)]
@@ -29,11 +30,15 @@ pub fn app(status: watch::Receiver<ExecutorStatus>) -> Router {
     Router::new()
         .route("/health", get(health_get))
         .route("/status", get(status_get))
+        .merge(bookstore_common::metrics::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(
+            bookstore_common::metrics::track_http,
+        ))
         .with_state(status)
 }
 

@@ -8,7 +8,7 @@
 //!   the queue's Raft leader and never acts on a lease it cannot confirm.
 //! - [`ledger`]: the visible effect of executing an order: one JSON line per execution, fsynced.
 //! - [`status`]: what the executor is doing now, published by the worker, read by [`http`].
-//! - [`http`]: `GET /health` and `GET /status`.
+//! - [`http`]: `GET /health`, `GET /status` and `GET /metrics`.
 //! - [`config`]: flags with environment twins, and [`run`] that wires the parts and shuts them
 //!   down in order.
 //! - [`error`]: [`ExecutorError`], why the executor could not start or serve.

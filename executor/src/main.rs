@@ -8,6 +8,7 @@ use executor::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     bookstore_common::telemetry::init("order-executor");
+    bookstore_common::metrics::install();
     executor::run(config, bookstore_common::shutdown::signal()).await?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! What an executor is doing now: published by the worker through a [`StatusBoard`] (a
-//! `tokio::sync::watch` channel, so readers never block the worker) and served by `GET /status`.
+//! `tokio::sync::watch` channel, so readers never block the worker) and served by `GET /status`;
+//! whether it leads is also the gauge `bookstore_executor_leader` on `/metrics`.
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -115,6 +116,8 @@ impl StatusBoard {
 
     /// Any role change drops the current order: an order is only ever worked on by a leader.
     fn set_role(&self, state: Role, token: Option<u64>, lease_holder: Option<String>) {
+        let leading = if state == Role::Leader { 1.0 } else { 0.0 };
+        metrics::gauge!("bookstore_executor_leader").set(leading);
         self.sender.send_if_modified(|status| {
             let before = (
                 status.state,

@@ -176,6 +176,8 @@ impl Worker {
         match answer {
             Ok(answer) if answer.granted => {
                 self.candidate_failures = 0;
+                record_election("won");
+                metrics::counter!("bookstore_executor_lease_grants_total").increment(1);
                 tracing::info!(
                     executor_id = self.executor_id,
                     token = answer.token,
@@ -190,12 +192,14 @@ impl Worker {
             }
             Ok(answer) => {
                 self.candidate_failures = 0;
+                record_election("lost");
                 self.board.following(Some(answer.holder));
                 pause(stop, self.timing.poll).await;
                 Phase::Candidate
             }
             Err(error) => {
                 tracing::warn!(executor_id = self.executor_id, %error, "campaign failed; retrying");
+                record_election("failed");
                 self.candidate_failed(&error, stop).await
             }
         }
@@ -328,6 +332,7 @@ impl Worker {
                     self.executor_id
                 );
                 self.board.executed();
+                metrics::counter!("bookstore_executor_orders_executed_total").increment(1);
             }
             Some(answer) => tracing::warn!(
                 order_id,
@@ -574,6 +579,12 @@ impl Worker {
 }
 
 /// Waits `duration` unless `stop` is cancelled first; returns whether it waited it out.
+/// Counts one campaign of this executor by how it ended: `won`, `lost` (another holds the
+/// lease) or `failed` (no answer from the cluster).
+fn record_election(outcome: &'static str) {
+    metrics::counter!("bookstore_executor_elections_total", "outcome" => outcome).increment(1);
+}
+
 async fn pause(stop: &CancellationToken, duration: Duration) -> bool {
     tokio::select! {
         () = stop.cancelled() => false,

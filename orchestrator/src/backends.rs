@@ -187,7 +187,19 @@ impl Backends {
                 Ok(Err(status)) => Err(BackendFailure::from_status(service, status)),
                 Ok(Ok(response)) => Ok(response.into_inner()),
             };
-            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let elapsed = started.elapsed();
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(BackendFailure::Timeout { .. }) => "timeout",
+                Err(_) => "error",
+            };
+            metrics::histogram!(
+                "bookstore_backend_call_duration_seconds",
+                "backend" => service,
+                "outcome" => outcome,
+            )
+            .record(elapsed.as_secs_f64());
+            let elapsed_ms = elapsed.as_millis() as u64;
             match &result {
                 Ok(_) => tracing::info!(service, elapsed_ms, "backend answered"),
                 Err(failure) => {
@@ -198,6 +210,11 @@ impl Backends {
         };
         tokio::spawn(task.instrument(tracing::Span::current()))
     }
+}
+
+/// Counts a checkout decision: `approved`, `rejected`, or `undecided` (a backend failed).
+fn record_decision(decision: &'static str) {
+    metrics::counter!("bookstore_checkout_decisions_total", "decision" => decision).increment(1);
 }
 
 async fn joined<T>(
@@ -282,6 +299,14 @@ impl Assessment {
         if !reasons.is_empty() {
             let codes: Vec<&str> = reasons.iter().map(|reason| reason.code.as_str()).collect();
             tracing::info!(?codes, "order rejected");
+            record_decision("rejected");
+            for code in codes {
+                metrics::counter!(
+                    "bookstore_checkout_rejection_reasons_total",
+                    "reason" => code.to_owned(),
+                )
+                .increment(1);
+            }
             return Ok(CheckoutResponse {
                 order_id,
                 status: OrderDecision::Rejected,
@@ -291,6 +316,7 @@ impl Assessment {
             });
         }
         if !failures.is_empty() {
+            record_decision("undecided");
             return Err(ApiError::BackendUnavailable(format!(
                 "cannot decide on order {order_id}: {}",
                 warnings.join("; ")
@@ -304,6 +330,7 @@ impl Assessment {
             }
         };
         tracing::info!(suggestions = suggested_books.len(), "order approved");
+        record_decision("approved");
         Ok(CheckoutResponse {
             order_id,
             status: OrderDecision::Approved,

@@ -5,5 +5,6 @@ use orchestrator::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     bookstore_common::telemetry::init("orchestrator");
+    bookstore_common::metrics::install();
     orchestrator::run(config, bookstore_common::shutdown::signal()).await
 }

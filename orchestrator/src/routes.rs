@@ -1,10 +1,10 @@
 //! The HTTP surface: [`app`] builds the router; each handler is named for its resource and verb.
 //!
 //! Every route runs under a request timeout, permissive CORS (the page may be served from
-//! elsewhere) and request tracing. Bodies are read as bytes whatever their content type, since
-//! real pages post JSON as `text/plain`.
+//! elsewhere), request tracing and request metrics (served at `GET /metrics`). Bodies are read
+//! as bytes whatever their content type, since real pages post JSON as `text/plain`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::{
     Json, Router,
@@ -75,6 +75,7 @@ pub fn app(state: AppState) -> Router {
         .route("/books", get(books_list))
         .route("/checkout", post(checkout_create))
         .route("/orders/{order_id}", get(order_show))
+        .merge(bookstore_common::metrics::routes())
         .fallback(route_missing)
         .method_not_allowed_fallback(method_missing)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -84,6 +85,10 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(CorsLayer::permissive())
         .layer(TraceLayer::new_for_http())
+        // Outermost, so that the answers of the layers inside (a timeout's 408) count too.
+        .layer(axum::middleware::from_fn(
+            bookstore_common::metrics::track_http,
+        ))
         .with_state(state)
 }
 
@@ -186,7 +191,14 @@ async fn checkout_create(
             .decide(order_id.clone())?;
         match answer.status {
             OrderDecision::Approved => {
-                let committed = state.queue.enqueue(queued_order).await.map_err(|error| {
+                let started = Instant::now();
+                let committed = state.queue.enqueue(queued_order).await;
+                metrics::histogram!(
+                    "bookstore_queue_enqueue_duration_seconds",
+                    "outcome" => if committed.is_ok() { "committed" } else { "failed" },
+                )
+                .record(started.elapsed().as_secs_f64());
+                let committed = committed.map_err(|error| {
                     ApiError::QueueUnavailable(format!(
                         "order {order_id} was approved but the order queue did not confirm it \
                          ({error}); retry with the same Idempotency-Key to place it exactly once"

@@ -15,6 +15,8 @@
 //!   into one log entry, so that one flush and one replication round carry many of them.
 //! - [`service`]: the client API (`OrderQueue`): requests become commands through Raft, answers
 //!   become protobuf; the one place a failure becomes a gRPC status.
+//! - [`metrics`]: what the node reports on `/metrics` (role, term, log positions, the queue),
+//!   read from openraft's metrics and the applied state.
 //! - [`client`]: the leader-following client the orchestrator and executors use.
 //! - [`node`]: one node wired together: stores, Raft, both services on one port, cluster
 //!   formation, role-change logs, shutdown. `src/bin/queue-node.rs` parses flags and calls it.
@@ -39,6 +41,7 @@ pub mod batching;
 pub mod client;
 pub mod error;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;

@@ -1,8 +1,9 @@
 //! One queue node, wired: the sled stores, openraft, the gRPC services on one port, cluster
-//! formation, role-change logging, and an orderly stop.
+//! formation, role-change logging, metrics, and an orderly stop.
 //!
 //! [`run`] owns the node's lifetime. It returns after `shutdown` resolves and everything it
-//! started has stopped: the server drained, Raft shut down, the role logger ended, sled flushed.
+//! started has stopped: the server drained, Raft shut down, the role logger and the metrics
+//! exporter ended, sled flushed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,6 +18,7 @@ use openraft::{BasicNode, Config, ConfigError, Raft, RaftMetrics, ServerState, S
 use tokio::sync::watch;
 use tonic::service::Routes;
 
+use crate::metrics;
 use crate::network::GrpcNetworkFactory;
 use crate::raft_service::RaftTransportService;
 use crate::service::{self, OrderQueueService, role_name};
@@ -191,11 +193,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         data_dir = %config.data_dir.display(),
         "raft node started"
     );
-    // Ends when Raft has shut down and dropped the metrics sender.
+    // Both end when Raft has shut down and dropped the metrics sender.
     let role_logger = tokio::spawn(log_role_changes(raft.metrics()));
+    let metrics_exporter = tokio::spawn(metrics::export(raft.clone(), state_machine.clone()));
     if let Err(error) = form_cluster(&raft, &config).await {
         stop_raft(&raft).await;
         let _ = role_logger.await;
+        let _ = metrics_exporter.await;
         return Err(error);
     }
 
@@ -213,6 +217,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     stop_raft(&raft).await;
     if let Err(error) = role_logger.await {
         tracing::warn!(%error, "the role-change logger ended abnormally");
+    }
+    if let Err(error) = metrics_exporter.await {
+        tracing::warn!(%error, "the metrics exporter ended abnormally");
     }
     db.flush_async().await.map_err(NodeError::Flush)?;
     tracing::info!(node_id = config.id, "raft node stopped");

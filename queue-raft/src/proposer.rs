@@ -79,6 +79,7 @@ async fn commit(raft: Raft<TypeConfig>, batch: Vec<Proposal>) {
         .into_iter()
         .map(|proposal| (proposal.command, proposal.reply))
         .unzip();
+    metrics::histogram!("bookstore_raft_entry_commands").record(commands.len() as f64);
     let answers = match raft.client_write(Command::group(commands)).await {
         Ok(written) => answers_of(written.log_id, written.data, replies.len()),
         Err(error) => vec![Err(Box::new(error)); replies.len()],

@@ -356,6 +356,16 @@ impl QueueState {
         self.executed_count
     }
 
+    /// How many orders were ever enqueued (each id once, whatever became of it).
+    pub fn enqueued_count(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// How many leases were ever granted: tokens are handed out 1, 2, 3, ...
+    pub fn lease_grants(&self) -> u64 {
+        self.last_granted_token
+    }
+
     /// The latest time of any applied command.
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms

@@ -1,5 +1,5 @@
-//! The queue node binary: parses flags, sets up logging and runs [`queue_raft::node::run`] until
-//! SIGTERM or Ctrl-C.
+//! The queue node binary: parses flags, sets up logging and runs [`queue_raft::node::run`], with
+//! its metrics server beside it, until SIGTERM or Ctrl-C.
 //!
 //! Every peer's address, this node's included, is fixed by `--peers`, so the node must listen on
 //! the port its peers know it by: `--listen 127.0.0.1:0` cannot work in a cluster. Tests pick
@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use bookstore_common::metrics::{self, MetricsListen};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use queue_raft::NodeId;
@@ -27,6 +28,10 @@ struct Args {
     /// Address to serve gRPC on (client API and Raft RPCs).
     #[arg(long, env = "QUEUE_NODE_LISTEN", default_value = "0.0.0.0:50061")]
     listen: SocketAddr,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), or `off`. Default: the gRPC
+    /// address with the port plus 100 (50161 for 50061).
+    #[arg(long, env = "QUEUE_NODE_METRICS_LISTEN")]
+    metrics_listen: Option<MetricsListen>,
     /// Every cluster member as id=host:port, comma-separated, this node included; the same on
     /// every node. Example: 1=127.0.0.1:50061,2=127.0.0.1:50062,3=127.0.0.1:50063
     #[arg(long, env = "QUEUE_PEERS", value_parser = parse_peers)]
@@ -119,9 +124,14 @@ async fn main() -> anyhow::Result<()> {
         join: args.join,
         ..NodeConfig::new(args.id, args.listen, args.peers.0, data_dir)
     };
-    node::run(config, bookstore_common::shutdown::signal())
-        .await
-        .with_context(|| format!("queue node {}", args.id))
+    let metrics_listen = MetricsListen::or_default_for(args.metrics_listen, args.listen);
+    metrics::alongside(
+        metrics_listen,
+        node::run(config, bookstore_common::shutdown::signal()),
+    )
+    .await
+    .context("metrics server")?
+    .with_context(|| format!("queue node {}", args.id))
 }
 
 #[cfg(test)]

@@ -122,6 +122,16 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// The URL of node `id`'s `/metrics` (on a free port of its own, see
+    /// [`Service::metrics_url`]).
+    pub fn metrics_url(&self, id: NodeId) -> String {
+        self.node(id)
+            .process
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .metrics_url()
+    }
+
     /// Whether node `id` logged a line with this `message` since it was last started.
     pub fn logged(&self, id: NodeId, message: &str) -> bool {
         let needle = format!("\"message\":\"{message}\"");
