@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use backends::verification::passes_luhn;
 use serde_json::{Value, json};
 
 use crate::{BenchError, Operation};
@@ -143,45 +144,16 @@ fn card_number(serial: u64) -> String {
 }
 
 /// The digit that, appended to `digits` (ASCII digits only), makes the number pass the Luhn
-/// check: counting from the right of `digits`, every other digit starting with the last is
-/// doubled (its digits summed), and the total plus the check digit must end in 0.
+/// check, as transaction verification applies it.
 fn luhn_check_digit(digits: &str) -> u32 {
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(position, byte)| {
-            let digit = u32::from(byte - b'0');
-            if position % 2 == 0 {
-                let doubled = digit * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                digit
-            }
-        })
-        .sum();
-    (10 - sum % 10) % 10
+    (0..10)
+        .find(|digit| passes_luhn(&format!("{digits}{digit}")))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The Luhn check as a verifier does it, independent of [`luhn_check_digit`].
-    fn passes_luhn(number: &str) -> bool {
-        let mut sum = 0;
-        for (position, byte) in number.bytes().rev().enumerate() {
-            let mut digit = u32::from(byte - b'0');
-            if position % 2 == 1 {
-                digit *= 2;
-                if digit > 9 {
-                    digit -= 9;
-                }
-            }
-            sum += digit;
-        }
-        sum % 10 == 0
-    }
 
     #[test]
     fn check_digits_agree_with_published_card_numbers() {

@@ -220,6 +220,29 @@ impl Drop for Service {
     }
 }
 
+/// The Prometheus text exposition served at `url`; an error says what was wrong (no answer, a
+/// status other than 200, or not Prometheus's text format).
+pub async fn scrape_metrics(url: &str) -> Result<String, String> {
+    let response = reqwest::get(url)
+        .await
+        .map_err(|error| format!("GET {url}: {error}"))?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(format!("GET {url}: {}", response.status()));
+    }
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "text/plain; version=0.0.4; charset=utf-8" {
+        return Err(format!("GET {url}: content type {content_type:?}"));
+    }
+    response
+        .text()
+        .await
+        .map_err(|error| format!("GET {url}: {error}"))
+}
+
 /// The value of one series in a Prometheus text exposition, written as rendered: the name and,
 /// if it has labels, `{label="value",..}` in the order they were recorded.
 pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {

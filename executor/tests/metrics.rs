@@ -6,25 +6,18 @@ mod common;
 
 use std::time::Duration;
 
-use bookstore_common::testing::{metric_sum, metric_value};
+use bookstore_common::testing::{metric_sum, metric_value, scrape_metrics};
 use common::cluster::{Cluster, NODE_IDS, wait_for};
 use common::{
     EXECUTOR_IDS, ExecutorOptions, Executors, enqueue_orders, ids_of, wait_until_executed,
 };
-use reqwest::StatusCode;
 
 const ORDERS: usize = 6;
 
 async fn scrape(url: &str) -> String {
-    let response = reqwest::get(url)
+    scrape_metrics(url)
         .await
-        .unwrap_or_else(|error| panic!("GET {url}: {error}"));
-    assert_eq!(response.status(), StatusCode::OK, "GET {url}");
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    response.text().await.expect("a text body")
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

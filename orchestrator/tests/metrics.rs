@@ -5,7 +5,7 @@
 
 mod common;
 
-use bookstore_common::testing::{Service, metric_sum, metric_value};
+use bookstore_common::testing::{Service, metric_sum, metric_value, scrape_metrics};
 use common::{System, valid_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -22,15 +22,9 @@ async fn post_checkout(system: &System, body: &Value) -> Value {
 }
 
 async fn scrape(url: &str) -> String {
-    let response = reqwest::get(url)
+    scrape_metrics(url)
         .await
-        .unwrap_or_else(|error| panic!("GET {url}: {error}"));
-    assert_eq!(response.status(), StatusCode::OK, "GET {url}");
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    response.text().await.expect("a text body")
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
 async fn scrape_backend(service: &Option<Service>) -> String {

@@ -6,18 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use bookstore_common::testing::{metric_sum, metric_value};
+use bookstore_common::testing::{metric_sum, metric_value, scrape_metrics};
 use common::cluster::{Cluster, NODE_IDS, order, wait_for};
 
 const ORDERS: u32 = 5;
 
 async fn scrape(url: &str) -> Option<String> {
-    let response = reqwest::get(url).await.ok()?;
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    response.text().await.ok()
+    scrape_metrics(url).await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
