@@ -11,7 +11,6 @@ use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
     http::{HeaderMap, Method, StatusCode, Uri, header},
-    response::IntoResponse,
     routing::{get, post},
 };
 use queue_raft::client::QueueClient;
@@ -53,24 +52,56 @@ pub struct AppState {
     pub cluster: ClusterMonitor,
 }
 
-const PAGE: &str = include_str!("../static/index.html");
-const SCRIPT: &str = include_str!("../static/app.js");
-const STYLESHEET: &str = include_str!("../static/style.css");
-const CLUSTER_PAGE: &str = include_str!("../static/cluster.html");
-const CLUSTER_SCRIPT: &str = include_str!("../static/cluster.js");
-const CLUSTER_STYLESHEET: &str = include_str!("../static/cluster.css");
-const OPENAPI: &str = include_str!("../openapi.yaml");
+const HTML: &str = "text/html; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The files the pages need, compiled into the binary: path, content type, contents.
+const FILES: &[(&str, &str, &str)] = &[
+    ("/", HTML, include_str!("../static/index.html")),
+    ("/cluster", HTML, include_str!("../static/cluster.html")),
+    (
+        "/assets/dom.js",
+        JAVASCRIPT,
+        include_str!("../static/dom.js"),
+    ),
+    (
+        "/assets/app.js",
+        JAVASCRIPT,
+        include_str!("../static/app.js"),
+    ),
+    (
+        "/assets/cluster.js",
+        JAVASCRIPT,
+        include_str!("../static/cluster.js"),
+    ),
+    (
+        "/assets/style.css",
+        CSS,
+        include_str!("../static/style.css"),
+    ),
+    (
+        "/assets/cluster.css",
+        CSS,
+        include_str!("../static/cluster.css"),
+    ),
+    (
+        "/openapi.yaml",
+        "application/yaml",
+        include_str!("../openapi.yaml"),
+    ),
+];
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(page_get))
-        .route("/assets/app.js", get(script_get))
-        .route("/assets/style.css", get(stylesheet_get))
-        .route("/cluster", get(cluster_page_get))
+    FILES
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, contents)| {
+            router.route(
+                path,
+                get(move || async move { ([(header::CONTENT_TYPE, content_type)], contents) }),
+            )
+        })
         .route("/cluster/status", get(cluster_status_show))
-        .route("/assets/cluster.js", get(cluster_script_get))
-        .route("/assets/cluster.css", get(cluster_stylesheet_get))
-        .route("/openapi.yaml", get(openapi_get))
         .route("/health", get(health_get))
         .route("/books", get(books_list))
         .route("/checkout", post(checkout_create))
@@ -92,52 +123,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn page_get() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
-}
-
-async fn script_get() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        SCRIPT,
-    )
-}
-
-async fn stylesheet_get() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        STYLESHEET,
-    )
-}
-
-async fn cluster_page_get() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        CLUSTER_PAGE,
-    )
-}
-
-async fn cluster_script_get() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        CLUSTER_SCRIPT,
-    )
-}
-
-async fn cluster_stylesheet_get() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        CLUSTER_STYLESHEET,
-    )
-}
-
 /// The latest sample of every queue node; answers at once, whatever state the nodes are in.
 async fn cluster_status_show(State(state): State<AppState>) -> Json<ClusterView> {
     Json(state.cluster.view())
-}
-
-async fn openapi_get() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -23,18 +23,7 @@
     trackedOrderId: null  // the order the tracker shows
   };
 
-  function $(id) { return document.getElementById(id); }
-
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function clear(node) {
-    while (node.firstChild) node.removeChild(node.firstChild);
-  }
+  var $ = Dom.byId, el = Dom.el, clear = Dom.clear;
 
   function str(value) {
     return value === undefined || value === null ? "" : String(value);

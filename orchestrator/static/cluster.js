@@ -7,18 +7,7 @@
   var POLL_INTERVAL_MS = 500;
   var REQUEST_TIMEOUT_MS = 3000;   // a hanging orchestrator must not stop the polling
 
-  function $(id) { return document.getElementById(id); }
-
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function clear(node) {
-    while (node.firstChild) node.removeChild(node.firstChild);
-  }
+  var $ = Dom.byId, el = Dom.el, clear = Dom.clear;
 
   function fact(list, term, value) {
     list.appendChild(el("dt", null, term));
