@@ -4,20 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{System, valid_order};
+use common::{System, post_checkout, valid_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn post_checkout(system: &System, body: &Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(system.url("/checkout"))
-        .json(body)
-        .send()
-        .await
-        .expect("orchestrator answers");
-    let status = response.status();
-    (status, response.json().await.expect("JSON body"))
-}
 
 fn reason_fields(answer: &Value) -> Vec<(String, String)> {
     answer["reasons"]

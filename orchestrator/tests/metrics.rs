@@ -6,20 +6,9 @@
 mod common;
 
 use bookstore_common::testing::{Service, metric_sum, metric_value, scrape_metrics};
-use common::{System, valid_order};
+use common::{System, post_checkout, valid_order};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-async fn post_checkout(system: &System, body: &Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(system.url("/checkout"))
-        .json(body)
-        .send()
-        .await
-        .expect("orchestrator answers");
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.expect("JSON body")
-}
+use serde_json::json;
 
 async fn scrape(url: &str) -> String {
     scrape_metrics(url)
@@ -34,11 +23,13 @@ async fn scrape_backend(service: &Option<Service>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orchestrator_and_the_backends_count_checkouts_and_decisions() {
     let system = System::start().await;
-    let approved = post_checkout(&system, &valid_order()).await;
+    let (status, approved) = post_checkout(&system, &valid_order()).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(approved["status"], "Order Approved", "{approved}");
     let mut luhn = valid_order();
     luhn["creditCard"]["number"] = json!("4532 0151 1283 0367");
-    let rejected = post_checkout(&system, &luhn).await;
+    let (status, rejected) = post_checkout(&system, &luhn).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(rejected["status"], "Order Rejected", "{rejected}");
 
     let text = scrape(&system.url("/metrics")).await;

@@ -202,6 +202,21 @@ impl Drop for ScriptedCluster {
     }
 }
 
+/// POSTs `body` to /checkout; returns the status and the JSON answer.
+pub async fn post_checkout(
+    system: &System,
+    body: &serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(system.url("/checkout"))
+        .json(body)
+        .send()
+        .await
+        .expect("orchestrator answers");
+    let status = response.status();
+    (status, response.json().await.expect("JSON body"))
+}
+
 /// The example order of the page: approved by every backend.
 pub fn valid_order() -> serde_json::Value {
     serde_json::json!({
