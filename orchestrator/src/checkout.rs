@@ -29,9 +29,12 @@ pub struct CheckoutRequest {
     pub billing_address: Address,
     #[serde(default)]
     pub gift_wrapping: bool,
-    /// The 2025 page calls it `termsAccepted`.
-    #[serde(default, alias = "termsAccepted")]
+    #[serde(default)]
     pub terms_and_conditions_accepted: bool,
+    /// The 2025 page's name for `termsAndConditionsAccepted`. A body may carry both (a field
+    /// alias would refuse that as a duplicate); see [`CheckoutRequest::terms_accepted`].
+    #[serde(default)]
+    pub terms_accepted: bool,
     #[serde(default)]
     pub notification_preferences: Vec<String>,
     #[serde(default)]
@@ -134,6 +137,11 @@ impl CheckoutRequest {
         Ok(request)
     }
 
+    /// Whether the customer accepted the terms, under either name of the flag.
+    pub fn terms_accepted(&self) -> bool {
+        self.terms_and_conditions_accepted || self.terms_accepted
+    }
+
     /// What the queue keeps of the order: no payment data, only who ordered which books.
     pub fn queued_order(&self, order_id: &str) -> pb::QueuedOrder {
         pb::QueuedOrder {
@@ -152,6 +160,7 @@ impl CheckoutRequest {
 
     /// The order the backends receive, under the id the orchestrator gave it.
     pub fn into_order(self, order_id: String) -> pb::Order {
+        let terms_accepted = self.terms_accepted();
         pb::Order {
             order_id,
             user: Some(pb::User {
@@ -183,7 +192,7 @@ impl CheckoutRequest {
                 country: self.billing_address.country,
             }),
             gift_wrapping: self.gift_wrapping,
-            terms_accepted: self.terms_and_conditions_accepted,
+            terms_accepted,
             notification_preferences: self.notification_preferences,
             device: Some(pb::Device {
                 r#type: self.device.kind,
@@ -297,7 +306,7 @@ mod tests {
     fn a_minimal_body_parses_with_defaults_for_the_rest() {
         let request = CheckoutRequest::from_json(MINIMAL.as_bytes()).expect("valid body");
         assert_eq!(request.items[0].quantity, 2);
-        assert!(!request.terms_and_conditions_accepted);
+        assert!(!request.terms_accepted());
         assert!(request.billing_address.country.is_empty());
     }
 
@@ -306,8 +315,19 @@ mod tests {
         for name in ["termsAccepted", "termsAndConditionsAccepted"] {
             let body = MINIMAL.replacen('{', &format!("{{\"{name}\":true,"), 1);
             let request = CheckoutRequest::from_json(body.as_bytes()).expect("valid body");
-            assert!(request.terms_and_conditions_accepted, "{name}");
+            assert!(request.terms_accepted(), "{name}");
         }
+    }
+
+    #[test]
+    fn a_body_with_both_names_of_the_terms_flag_parses() {
+        let body = MINIMAL.replacen(
+            '{',
+            r#"{"termsAndConditionsAccepted":false,"termsAccepted":true,"#,
+            1,
+        );
+        let request = CheckoutRequest::from_json(body.as_bytes()).expect("valid body");
+        assert!(request.terms_accepted());
     }
 
     #[test]

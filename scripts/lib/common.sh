@@ -25,6 +25,26 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# ensure_venv VENV REQUIREMENT...: a Python virtual environment in VENV holding the PyPI packages
+# REQUIREMENT... (pip specifiers). Made afresh unless VENV already holds exactly these: the
+# requirements are recorded in VENV/requirements.txt once installed, so a changed pin reinstalls.
+ensure_venv() {
+    local venv=$1
+    shift
+    local wanted
+    wanted=$(printf '%s\n' "$@")
+    if [[ -x $venv/bin/python && -f $venv/requirements.txt ]] &&
+        [[ $(<"$venv/requirements.txt") == "$wanted" ]]; then
+        return 0
+    fi
+    command -v python3 >/dev/null || ensure_packages python3
+    rm -rf "$venv"
+    python3 -m venv "$venv" 2>/dev/null ||
+        { rm -rf "$venv" && ensure_packages python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$wanted" >"$venv/requirements.txt"
+}
+
 # Waits until `curl` gets a success from URL, for at most SECONDS; fails naming the URL.
 wait_for_http() {
     local url=$1 seconds=${2:-60}

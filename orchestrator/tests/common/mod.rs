@@ -10,7 +10,11 @@ pub mod browser;
 #[path = "../../../queue-raft/tests/common/cluster.rs"]
 pub mod cluster;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use bookstore_common::testing::Service;
 use cluster::Cluster;
@@ -34,6 +38,8 @@ pub struct Options {
     pub fraud_detection_args: Vec<String>,
     /// How many order executors to start (ids `executor-1`...).
     pub executors: usize,
+    /// Extra flags for every queue node the harness starts, e.g. a low snapshot threshold.
+    pub queue_node_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -42,6 +48,7 @@ impl Default for Options {
             backend_timeout: Duration::from_secs(2),
             fraud_detection_args: Vec::new(),
             executors: 0,
+            queue_node_args: Vec::new(),
         }
     }
 }
@@ -52,7 +59,9 @@ impl System {
     }
 
     pub async fn start_with(options: Options) -> System {
-        let cluster = Cluster::start(&[]).await;
+        let queue_node_args: Vec<&str> =
+            options.queue_node_args.iter().map(String::as_str).collect();
+        let cluster = Cluster::start(&queue_node_args).await;
         let queue_nodes = cluster.addrs().join(",");
         Self::start_in_front_of(Some(cluster), &queue_nodes, options)
     }
@@ -133,6 +142,42 @@ impl System {
                 .map(|line| (service.name.clone(), line))
         })
         .collect()
+    }
+
+    /// Every line logged by every process of the system: the services above, the executors
+    /// and the queue nodes the harness runs, each with the process's name.
+    pub fn every_log_line(&self) -> Vec<(String, String)> {
+        let executors = self.executors.iter().flat_map(|executor| {
+            executor
+                .log_lines()
+                .into_iter()
+                .map(|line| (executor.name.clone(), line))
+        });
+        let nodes = self.cluster.iter().flat_map(|cluster| {
+            cluster::NODE_IDS.into_iter().flat_map(move |id| {
+                cluster
+                    .log_lines(id)
+                    .into_iter()
+                    .map(move |line| (format!("queue-node-{id}"), line))
+            })
+        });
+        self.all_log_lines()
+            .into_iter()
+            .chain(executors)
+            .chain(nodes)
+            .collect()
+    }
+
+    /// The data directory of each queue node the harness runs (Raft log, vote, snapshots).
+    pub fn queue_data_dirs(&self) -> Vec<PathBuf> {
+        self.cluster
+            .iter()
+            .flat_map(|cluster| {
+                cluster::NODE_IDS
+                    .into_iter()
+                    .map(|id| cluster.data_dir(id).to_path_buf())
+            })
+            .collect()
     }
 }
 

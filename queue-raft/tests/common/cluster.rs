@@ -113,6 +113,11 @@ impl Cluster {
         QueueClient::with_options(self.addrs(), options).expect("client of the cluster")
     }
 
+    /// Node `id`'s data directory: its Raft log, vote and snapshots.
+    pub fn data_dir(&self, id: NodeId) -> &std::path::Path {
+        self.node(id).data.path()
+    }
+
     /// What node `id` logged since it was last started, one JSON object per line.
     pub fn log_lines(&self, id: NodeId) -> Vec<String> {
         self.node(id)
