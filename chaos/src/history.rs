@@ -89,14 +89,8 @@ pub enum OrderState {
     /// The cluster does not know the order.
     Unknown,
     Queued,
-    Executing {
-        executor_id: String,
-        token: u64,
-    },
-    Executed {
-        executor_id: String,
-        token: u64,
-    },
+    Executing { executor_id: String, token: u64 },
+    Executed { executor_id: String, token: u64 },
 }
 
 /// The cluster's final word on one order.
@@ -112,19 +106,11 @@ pub struct FinalState {
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum NemesisAction {
     /// SIGKILLed a process (`queue-1`, `executor-2`, ...).
-    Kill {
-        target: String,
-    },
-    Restart {
-        target: String,
-    },
+    Kill { target: String },
+    Restart { target: String },
     /// Cut a queue node off the network.
-    Partition {
-        target: String,
-    },
-    Heal {
-        target: String,
-    },
+    Partition { target: String },
+    Heal { target: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,11 +249,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chaos-bad-line-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(NEMESIS_FILE);
-        std::fs::write(
-            &path,
-            "{\"at_ms\":1,\"action\":\"heal\",\"target\":\"q\"}\n\nnot json\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "{\"at_ms\":1,\"action\":\"heal\",\"target\":\"q\"}\n\nnot json\n")
+            .unwrap();
         let error = read_lines::<NemesisEvent>(&path).unwrap_err().to_string();
         assert!(error.contains("nemesis.jsonl, line 3"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
