@@ -134,13 +134,11 @@ impl ClusterSecret {
         {
             return Err(SecretError::NotPrintable { origin, position });
         }
-        let value = std::str::from_utf8(secret)
-            .ok()
-            .and_then(|text| MetadataValue::try_from(text).ok())
-            .ok_or(SecretError::NotPrintable {
-                origin,
-                position: 0,
-            })?;
+        // Printable ASCII always makes a metadata value; this refusal only backs the check above.
+        let value = MetadataValue::try_from(secret).map_err(|_| SecretError::NotPrintable {
+            origin,
+            position: 0,
+        })?;
         Ok(Self {
             value,
             digest: digest_of(secret),
