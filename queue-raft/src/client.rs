@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::auth::ClusterSecret;
 use crate::batching;
 use crate::service::{LEADER_ADDR_METADATA_KEY, MAX_ORDERS_PER_BATCH};
 
@@ -108,6 +109,9 @@ pub enum ClientError {
     /// The cluster refused the request as malformed (the message names the field).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The cluster refused a membership change: the cluster secret given was missing or wrong.
+    #[error("the queue refused the request: {0}")]
+    Unauthenticated(String),
     /// Any other refusal from the cluster.
     #[error("the queue refused the request: {0}")]
     Rejected(Status),
@@ -362,11 +366,15 @@ impl QueueClient {
 
     /// Adds node `node_id`, running at `addr` (started with `--join`), to the cluster: a learner
     /// until it has caught up with the log, then a voter. Catching up a long log can take longer
-    /// than the default attempt timeout: give the client longer [`ClientOptions`] then.
+    /// than the default attempt timeout: give the client longer [`ClientOptions`] then. The
+    /// cluster requires its `secret`. A node running with another secret never catches up: the
+    /// call then runs into the client's deadline ([`ClientError::Unreachable`]), and the node
+    /// never becomes a voter.
     pub async fn add_node(
         &self,
         node_id: u64,
         addr: &str,
+        secret: &ClusterSecret,
     ) -> Result<pb::MembershipResponse, ClientError> {
         let request = pb::AddNodeRequest {
             node_id,
@@ -374,17 +382,24 @@ impl QueueClient {
         };
         self.shared
             .call(|mut client| {
-                let request = request.clone();
+                let request = with_secret(request.clone(), secret);
                 async move { client.add_node(request).await }
             })
             .await
     }
 
-    /// Removes voter `node_id` from the cluster.
-    pub async fn remove_node(&self, node_id: u64) -> Result<pb::MembershipResponse, ClientError> {
+    /// Removes voter `node_id` from the cluster, which requires its `secret`.
+    pub async fn remove_node(
+        &self,
+        node_id: u64,
+        secret: &ClusterSecret,
+    ) -> Result<pb::MembershipResponse, ClientError> {
         let request = pb::RemoveNodeRequest { node_id };
         self.shared
-            .call(|mut client| async move { client.remove_node(request).await })
+            .call(|mut client| {
+                let request = with_secret(request, secret);
+                async move { client.remove_node(request).await }
+            })
             .await
     }
 
@@ -455,6 +470,13 @@ impl QueueClient {
         });
         futures::future::join_all(asks).await
     }
+}
+
+/// `message` as a request that presents `secret`.
+fn with_secret<T>(message: T, secret: &ClusterSecret) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    secret.attach(&mut request);
+    request
 }
 
 /// Sends `batch` in one `EnqueueBatch` call and answers each enqueue.
@@ -627,6 +649,9 @@ fn classify(status: &Status) -> StatusKind {
         Code::InvalidArgument => {
             StatusKind::Final(ClientError::InvalidArgument(status.message().to_owned()))
         }
+        Code::Unauthenticated => {
+            StatusKind::Final(ClientError::Unauthenticated(status.message().to_owned()))
+        }
         _ => StatusKind::Final(ClientError::Rejected(status.clone())),
     }
 }
@@ -699,6 +724,10 @@ mod tests {
         assert!(matches!(
             classify(&Status::invalid_argument("order.items: must not be empty")),
             StatusKind::Final(ClientError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            classify(&Status::unauthenticated("missing or wrong cluster secret")),
+            StatusKind::Final(ClientError::Unauthenticated(_))
         ));
         assert!(matches!(
             classify(&Status::internal("bug")),

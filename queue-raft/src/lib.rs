@@ -8,6 +8,8 @@
 //! - [`sm_store`]: openraft's state machine around [`QueueState`]: applies entries, builds and
 //!   installs snapshots, and persists the current snapshot so a restarted node recovers from it.
 //! - [`error`]: what can go wrong opening the stores.
+//! - [`auth`]: the cluster's shared secret, required by the Raft RPCs and membership changes,
+//!   loaded from a file or the environment and compared in constant time.
 //! - [`network`]: outbound Raft RPCs to the peers over gRPC (`RaftTransport`).
 //! - [`raft_service`]: inbound Raft RPCs, handed to openraft.
 //! - [`batching`]: group commit, the one batching loop of the crate.
@@ -37,6 +39,7 @@
 //!   crash, a whole-cluster crash, and a node catching up by snapshot; the client follows the
 //!   leader and fails in bounded time without one (`tests/cluster.rs`).
 
+pub mod auth;
 pub mod batching;
 pub mod client;
 pub mod error;
@@ -52,6 +55,7 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
+pub use auth::{ClusterSecret, ClusterSecretSource, SecretError};
 pub use client::{ClientError, ClientOptions, QueueClient, QueueNodes};
 pub use error::StoreOpenError;
 pub use log_store::LogStore;

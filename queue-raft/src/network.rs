@@ -8,6 +8,9 @@
 //! Failures are sorted the way openraft wants them: a peer that cannot be reached (refused, reset,
 //! down) is `Unreachable`, which makes openraft back off; an RPC that outlives the `RPCOption`'s
 //! hard deadline is `Timeout`; anything else on the wire is `Network`, retried at once.
+//!
+//! Every RPC carries the cluster secret ([`crate::auth`]); a peer with another secret refuses
+//! it `UNAUTHENTICATED`, a `Network` error here, so the two never exchange Raft state.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +31,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::auth::ClusterSecret;
 use crate::{NodeId, TypeConfig};
 
 /// The largest Raft message either way. A snapshot travels in chunks of openraft's
@@ -49,6 +53,8 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
 pub struct GrpcNetworkFactory {
     /// This node, named in the timeouts it reports.
     local_id: NodeId,
+    /// Presented to every peer.
+    secret: ClusterSecret,
     /// One channel per peer, made on first use and reused whenever openraft asks for a client
     /// again (it does on every leadership change). A channel connects lazily and reconnects by
     /// itself after the peer restarts. Replaced only if the peer's address changes.
@@ -56,9 +62,10 @@ pub struct GrpcNetworkFactory {
 }
 
 impl GrpcNetworkFactory {
-    pub fn new(local_id: NodeId) -> Self {
+    pub fn new(local_id: NodeId, secret: ClusterSecret) -> Self {
         Self {
             local_id,
+            secret,
             channels: HashMap::new(),
         }
     }
@@ -92,6 +99,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
             local_id: self.local_id,
             target,
             node: node.clone(),
+            secret: self.secret.clone(),
             client: client.map_err(|error| error.to_string()),
         }
     }
@@ -103,6 +111,7 @@ pub struct PeerClient {
     local_id: NodeId,
     target: NodeId,
     node: BasicNode,
+    secret: ClusterSecret,
     /// The peer's client, or why its address is not a usable URI; in the latter case every RPC
     /// answers `Unreachable`, and openraft keeps backing off.
     client: Result<RaftTransportClient<Channel>, String>,
@@ -152,6 +161,7 @@ impl PeerClient {
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         let mut grpc_request = tonic::Request::new(RaftPayload { data });
         grpc_request.set_timeout(option.hard_ttl());
+        self.secret.attach(&mut grpc_request);
         let sent = async {
             match rpc {
                 RaftRpc::AppendEntries => client.append_entries(grpc_request).await,
@@ -185,14 +195,15 @@ impl PeerClient {
     }
 }
 
-/// A failed gRPC call as openraft should see it: the peer down or the connection broken is
-/// `Unreachable` (back off), the rest is a `Network` error (retry).
+/// A failed gRPC call as openraft should see it: the peer down, the connection broken or the
+/// peer refusing this node's cluster secret is `Unreachable` (back off), the rest is a `Network`
+/// error (retry).
 fn status_to_rpc_error<E: std::error::Error>(
     status: &Status,
 ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
     let error = AnyError::error(format!("{:?}: {}", status.code(), status.message()));
     match status.code() {
-        Code::Unavailable | Code::Unknown | Code::Cancelled => {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Unauthenticated => {
             RPCError::Unreachable(Unreachable::from(error))
         }
         _ => RPCError::Network(NetworkError::from(error)),

@@ -18,6 +18,7 @@ use openraft::{BasicNode, Config, ConfigError, Raft, RaftMetrics, ServerState, S
 use tokio::sync::watch;
 use tonic::service::Routes;
 
+use crate::auth::ClusterSecret;
 use crate::metrics;
 use crate::network::GrpcNetworkFactory;
 use crate::raft_service::RaftTransportService;
@@ -63,6 +64,8 @@ pub struct NodeConfig {
     /// Start without forming a cluster from `peers`, and wait to be added to a running one
     /// (`AddNode`). A node that is a member already rejoins whatever this says.
     pub join: bool,
+    /// What every Raft RPC and membership change must present, to this node and to its peers.
+    pub secret: ClusterSecret,
 }
 
 impl NodeConfig {
@@ -72,6 +75,7 @@ impl NodeConfig {
         listen: SocketAddr,
         peers: BTreeMap<NodeId, String>,
         data_dir: impl Into<PathBuf>,
+        secret: ClusterSecret,
     ) -> Self {
         Self {
             id,
@@ -84,6 +88,7 @@ impl NodeConfig {
             snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
             logs_to_keep: DEFAULT_LOGS_TO_KEEP,
             join: false,
+            secret,
         }
     }
 
@@ -182,7 +187,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let raft = Raft::new(
         config.id,
         raft_config,
-        GrpcNetworkFactory::new(config.id),
+        GrpcNetworkFactory::new(config.id, config.secret.clone()),
         log_store,
         state_machine.clone(),
     )
@@ -203,8 +208,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         return Err(error);
     }
 
-    let routes = Routes::new(OrderQueueService::new(raft.clone(), state_machine).into_server())
-        .add_service(RaftTransportService::new(raft.clone()).into_server());
+    let client_api = OrderQueueService::new(raft.clone(), state_machine, config.secret.clone());
+    let routes = Routes::new(client_api.into_server()).add_service(
+        RaftTransportService::new(raft.clone()).into_guarded_server(config.secret.clone()),
+    );
     let raft_to_stop = raft.clone();
     let served = grpc::serve(listener, service::NAME, routes, async move {
         shutdown.await;

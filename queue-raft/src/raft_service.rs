@@ -5,15 +5,21 @@
 //! `Result<Response, RaftError>` so that the caller's openraft gets the typed error
 //! ([`crate::network`] is the other side). A payload that does not decode is answered with
 //! `INVALID_ARGUMENT`; nothing a peer sends can make this service panic.
+//!
+//! The service is served behind the cluster secret ([`RaftTransportService::into_guarded_server`]):
+//! a call without it is answered `UNAUTHENTICATED` before openraft sees it, so a process outside
+//! the cluster can neither append, nor win a vote, nor raise a node's term.
 
 use bookstore_proto::RaftPayload;
 use bookstore_proto::raft_transport_server::{RaftTransport, RaftTransportServer};
 use openraft::Raft;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::TypeConfig;
+use crate::auth::ClusterSecret;
 use crate::network::MAX_RAFT_MESSAGE_BYTES;
 
 /// Serves the Raft RPCs of one node. Clones of `Raft` are handles to the same node.
@@ -33,6 +39,14 @@ impl RaftTransportService {
         RaftTransportServer::new(self)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+    }
+
+    /// [`Self::into_server`] refusing every call that does not present `secret`.
+    pub fn into_guarded_server(
+        self,
+        secret: ClusterSecret,
+    ) -> InterceptedService<RaftTransportServer<Self>, ClusterSecret> {
+        InterceptedService::new(self.into_server(), secret)
     }
 }
 

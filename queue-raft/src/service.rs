@@ -11,6 +11,10 @@
 //! naming the field. `FAILED_PRECONDITION` means "not the leader" and nothing else, so the client
 //! can rely on it.
 //!
+//! `AddNode` and `RemoveNode` change who is in the cluster, so they require the cluster secret
+//! ([`crate::auth`]) and are refused `UNAUTHENTICATED` without it; the other calls stay open to
+//! the orchestrator and the executors.
+//!
 //! The protobuf conversions sit at the bottom, one per `From`/`TryFrom`.
 
 use std::collections::BTreeSet;
@@ -23,6 +27,7 @@ use openraft::{BasicNode, Membership, Raft, ServerState};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::ClusterSecret;
 use crate::proposer::{Committed, Proposer};
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
@@ -177,16 +182,20 @@ pub struct OrderQueueService {
     proposer: Proposer,
     /// The state machine openraft applies to, read for queries and status.
     state: StateMachineStore,
+    /// Required by the membership changes.
+    secret: ClusterSecret,
 }
 
 impl OrderQueueService {
-    /// A service for `raft`, with a [`Proposer`] of its own (started on the current runtime).
-    pub fn new(raft: Raft<TypeConfig>, state: StateMachineStore) -> Self {
+    /// A service for `raft`, with a [`Proposer`] of its own (started on the current runtime);
+    /// membership changes require `secret`.
+    pub fn new(raft: Raft<TypeConfig>, state: StateMachineStore, secret: ClusterSecret) -> Self {
         let proposer = Proposer::start(raft.clone());
         Self {
             raft,
             proposer,
             state,
+            secret,
         }
     }
 
@@ -573,7 +582,9 @@ impl OrderQueueService {
     /// This node's own view, from openraft's metrics and state and the applied queue; never
     /// asks the leader, so it answers while there is none.
     /// Adds a node as a learner, waits until it has caught up with the log, then makes it a
-    /// voter beside the current ones.
+    /// voter beside the current ones. A learner that never catches up (down, or refusing the
+    /// leader's appends because its cluster secret differs) is never made a voter: the call
+    /// waits until the caller gives up, and the learner stays until the next membership change.
     async fn add_member(
         &self,
         request: pb::AddNodeRequest,
@@ -587,8 +598,14 @@ impl OrderQueueService {
                 format!("node {node_id} is a voter already"),
             ));
         }
-        self.raft
-            .add_learner(node_id, BasicNode::new(&addr), true)
+        // Not openraft's blocking mode: it stops waiting after 500 ms and reports success
+        // whether or not the learner has caught up.
+        let added = self
+            .raft
+            .add_learner(node_id, BasicNode::new(&addr), false)
+            .await?;
+        tracing::info!(node_id, addr, "learner added; waiting for it to catch up");
+        self.wait_until_caught_up(node_id, added.log_id.index)
             .await?;
         voters.insert(node_id);
         let changed = self.change_voters(voters).await?;
@@ -618,6 +635,32 @@ impl OrderQueueService {
         let changed = self.change_voters(voters).await?;
         tracing::info!(node_id, index = changed.index, "node removed");
         Ok(changed)
+    }
+
+    /// Waits until this leader has replicated to `node_id` up to `index` at least.
+    async fn wait_until_caught_up(&self, node_id: NodeId, index: u64) -> Result<(), RequestError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let current = metrics.borrow_and_update();
+                let Some(replication) = &current.replication else {
+                    return Err(RequestError::Unavailable(format!(
+                        "this node stopped leading while node {node_id} caught up"
+                    )));
+                };
+                if replication
+                    .get(&node_id)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|matched| matched.index >= index)
+                {
+                    return Ok(());
+                }
+            }
+            metrics.changed().await.map_err(|_| {
+                RequestError::Unavailable(format!("Raft stopped while node {node_id} caught up"))
+            })?;
+        }
     }
 
     /// The voters, read at a leader that made sure it still leads: only the leader's view of the
@@ -825,6 +868,7 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.secret.check(&request)?;
         Ok(Response::new(self.add_member(request.into_inner()).await?))
     }
 
@@ -832,6 +876,7 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.secret.check(&request)?;
         Ok(Response::new(
             self.remove_member(request.into_inner()).await?,
         ))

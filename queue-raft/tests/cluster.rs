@@ -386,10 +386,14 @@ async fn a_batch_answers_each_order_on_its_own() {
 async fn a_node_is_added_and_another_removed() {
     let mut cluster = Cluster::start(&[]).await;
     let client = cluster.client();
+    let secret = cluster.secret();
     enqueue_all(&client, 0..20).await;
 
     let addr = cluster.start_joining_node(4);
-    let added = client.add_node(4, &addr).await.expect("add node 4");
+    let added = client
+        .add_node(4, &addr, &secret)
+        .await
+        .expect("add node 4");
     let voters = |members: &[pb::ClusterMember]| -> BTreeSet<u64> {
         members
             .iter()
@@ -404,7 +408,7 @@ async fn a_node_is_added_and_another_removed() {
 
     let removed = other_than(&[leader]);
     let after = client
-        .remove_node(removed)
+        .remove_node(removed, &secret)
         .await
         .expect("remove a follower");
     let mut expected = BTreeSet::from([1, 2, 3, 4]);
@@ -417,12 +421,12 @@ async fn a_node_is_added_and_another_removed() {
         "the new voter follows the smaller cluster"
     );
 
-    let again = client.remove_node(removed).await;
+    let again = client.remove_node(removed, &secret).await;
     assert!(
         matches!(&again, Err(ClientError::InvalidArgument(message)) if message.contains("not a voter")),
         "{again:?}"
     );
-    let zero = client.add_node(0, "127.0.0.1:1").await;
+    let zero = client.add_node(0, "127.0.0.1:1", &secret).await;
     assert!(
         matches!(&zero, Err(ClientError::InvalidArgument(message)) if message.starts_with("node_id")),
         "{zero:?}"
@@ -437,8 +441,14 @@ async fn garbage_raft_messages_are_refused_without_harm() {
     let mut raft = RaftTransportClient::connect(format!("http://{}", cluster.addr(follower)))
         .await
         .expect("connect to the follower");
-    let garbage = || pb::RaftPayload {
-        data: vec![0xff; 64],
+    let secret = cluster.secret();
+    // With the cluster's secret, so that the garbage reaches the decoder.
+    let garbage = || {
+        let mut request = tonic::Request::new(pb::RaftPayload {
+            data: vec![0xff; 64],
+        });
+        secret.attach(&mut request);
+        request
     };
     let refusals = [
         raft.append_entries(garbage())

@@ -5,21 +5,38 @@ mod common;
 
 use std::process::Output;
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, NODE_IDS};
 use std::time::Duration;
 
 const ELECTION: Duration = Duration::from_secs(20);
 const CATCH_UP: Duration = Duration::from_secs(30);
 
-/// Runs `queuectl --nodes <the cluster> ARGS` and returns what it printed and how it exited.
+/// Runs `queuectl --nodes <the cluster> ARGS`, with the cluster's secret file in env
+/// `QUEUE_CLUSTER_SECRET_FILE`, and returns what it printed and how it exited.
 async fn queuectl(cluster: &Cluster, args: &[&str]) -> Output {
+    queuectl_with_secret(cluster, args, |command| {
+        command.env("QUEUE_CLUSTER_SECRET_FILE", cluster.secret_file())
+    })
+    .await
+}
+
+/// Runs `queuectl --nodes <the cluster> ARGS` with the secret, if any, that `secret` sets.
+async fn queuectl_with_secret(
+    cluster: &Cluster,
+    args: &[&str],
+    secret: impl FnOnce(&mut tokio::process::Command) -> &mut tokio::process::Command,
+) -> Output {
     let nodes: Vec<String> = cluster
         .addrs()
         .iter()
         .enumerate()
         .map(|(index, addr)| format!("{}={addr}", index + 1))
         .collect();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_queuectl"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_queuectl"));
+    command
+        .env_remove("QUEUE_CLUSTER_SECRET")
+        .env_remove("QUEUE_CLUSTER_SECRET_FILE");
+    secret(&mut command)
         .arg(format!("--nodes={}", nodes.join(",")))
         .args(args)
         .output()
@@ -84,4 +101,27 @@ async fn queuectl_reads_and_changes_the_cluster() {
     let bad = queuectl(&cluster, &["add-node", "four=127.0.0.1:1"]).await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not ID=HOST:PORT"));
+
+    // The removed leader's place is taken; any founder still a voter will do.
+    let remaining = NODE_IDS
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("three founders")
+        .to_string();
+    let without =
+        queuectl_with_secret(&cluster, &["remove-node", &remaining], |command| command).await;
+    assert!(!without.status.success(), "{without:?}");
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("no cluster secret given"),
+        "{without:?}"
+    );
+    let wrong = queuectl_with_secret(&cluster, &["remove-node", &remaining], |command| {
+        command.env("QUEUE_CLUSTER_SECRET", "not-the-cluster-secret-at-all")
+    })
+    .await;
+    assert!(!wrong.status.success(), "{wrong:?}");
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("missing or wrong cluster secret"),
+        "{wrong:?}"
+    );
 }

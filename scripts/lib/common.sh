@@ -1,5 +1,16 @@
 # Helpers shared by the scripts in scripts/; sourced, not run.
 
+# ensure_cluster_secret FILE: makes FILE a fresh random cluster secret (mode 600) unless it exists;
+# an existing one is kept, so that a cluster started earlier still accepts its nodes.
+ensure_cluster_secret() {
+    local file=$1
+    [[ -s $file ]] && return 0
+    mkdir -p "$(dirname "$file")"
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$file")
+    chmod 600 "$file"
+    echo "made a new cluster secret in $file"
+}
+
 # Prints a visible heading for one step of a script.
 step() {
     printf '\n==> %s\n' "$*"

@@ -4,6 +4,9 @@
 //! Every peer's address, this node's included, is fixed by `--peers`, so the node must listen on
 //! the port its peers know it by: `--listen 127.0.0.1:0` cannot work in a cluster. Tests pick
 //! free ports first and pass them to every node.
+//!
+//! The node refuses to start without the cluster secret (`--cluster-secret-file` or env
+//! `QUEUE_CLUSTER_SECRET`, see [`queue_raft::auth`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,13 +17,14 @@ use anyhow::Context;
 use bookstore_common::metrics::{self, MetricsListen};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use queue_raft::NodeId;
+use queue_raft::auth::HOW_TO_MAKE_ONE;
 use queue_raft::node::{self, NodeConfig};
+use queue_raft::{ClusterSecretSource, NodeId};
 
 /// One node of the Raft-replicated order queue: serves the client API and the Raft RPCs on one
 /// gRPC port.
 #[derive(Debug, Parser)]
-#[command(name = "queue-node", version)]
+#[command(name = "queue-node", version, after_help = cluster_secret_help())]
 struct Args {
     /// This node's id, a key of --peers.
     #[arg(long, env = "QUEUE_NODE_ID")]
@@ -58,6 +62,19 @@ struct Args {
     /// Longest election timeout, in milliseconds.
     #[arg(long, env = "QUEUE_ELECTION_TIMEOUT_MAX_MS", default_value_t = millis(node::DEFAULT_ELECTION_TIMEOUT_MAX))]
     election_timeout_max_ms: u64,
+    #[command(flatten)]
+    secret: ClusterSecretSource,
+}
+
+fn cluster_secret_help() -> String {
+    format!(
+        "Cluster secret: every node of a cluster must have the same one, from \
+         --cluster-secret-file (env QUEUE_CLUSTER_SECRET_FILE) or env QUEUE_CLUSTER_SECRET \
+         (the value itself; never a flag, which `ps` would show). Raft RPCs and \
+         AddNode/RemoveNode without it are refused UNAUTHENTICATED, so a node with another \
+         secret can neither join nor disturb the cluster; the node does not start without one. \
+         Make one with:\n  {HOW_TO_MAKE_ONE}; chmod 600 data/cluster-secret"
+    )
 }
 
 /// The parsed `--peers`: id to `host:port`.
@@ -111,6 +128,10 @@ async fn main() -> anyhow::Result<()> {
             )
             .exit();
     }
+    let secret = args
+        .secret
+        .load()
+        .with_context(|| format!("queue node {} cannot start", args.id))?;
     bookstore_common::telemetry::init("queue-node");
     let data_dir = args
         .data_dir
@@ -122,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         snapshot_logs: args.snapshot_logs,
         logs_to_keep: args.logs_to_keep,
         join: args.join,
-        ..NodeConfig::new(args.id, args.listen, args.peers.0, data_dir)
+        ..NodeConfig::new(args.id, args.listen, args.peers.0, data_dir, secret)
     };
     let metrics_listen = MetricsListen::or_default_for(args.metrics_listen, args.listen);
     metrics::alongside(

@@ -4,7 +4,8 @@
 //!   works while there is no leader; `watch` prints it again every interval until Ctrl-C.
 //! - `leader` prints the leader's node id, or exits 1 when no node leads.
 //! - `list` and `show ORDER_ID` read the queue at the leader; `enqueue` adds a test order.
-//! - `add-node ID=HOST:PORT` and `remove-node ID` change the membership through the leader.
+//! - `add-node ID=HOST:PORT` and `remove-node ID` change the membership through the leader;
+//!   they need the cluster secret (`--cluster-secret-file`, or env `QUEUE_CLUSTER_SECRET`).
 //! - `probe TARGET` is the healthcheck of every container (`http://host:port/path` wants a 2xx,
 //!   `grpc://host:port` the gRPC health service's SERVING); it needs no `--nodes`.
 
@@ -16,7 +17,7 @@ use bookstore_common::probe::{Target, probe};
 use bookstore_proto as pb;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
-use queue_raft::{ClientOptions, QueueClient};
+use queue_raft::{ClientOptions, ClusterSecretSource, QueueClient};
 
 /// Inspects and changes the order-queue cluster.
 #[derive(Debug, Parser)]
@@ -27,6 +28,9 @@ struct Args {
     /// but `probe`.
     #[arg(long, env = "QUEUE_NODES", value_delimiter = ',')]
     nodes: Vec<String>,
+    /// Needed by add-node and remove-node only.
+    #[command(flatten)]
+    secret: ClusterSecretSource,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,13 +182,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .split_once('=')
                 .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
                 .with_context(|| format!("{node:?} is not ID=HOST:PORT"))?;
+            let secret = args.secret.load()?;
             let client = nodes.patient_client(Duration::from_secs(timeout_s))?;
-            print_membership(&client.add_node(id, addr).await?);
+            print_membership(&client.add_node(id, addr, &secret).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::RemoveNode { id, timeout_s } => {
+            let secret = args.secret.load()?;
             let client = nodes.patient_client(Duration::from_secs(timeout_s))?;
-            print_membership(&client.remove_node(id).await?);
+            print_membership(&client.remove_node(id, &secret).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe { target, timeout_ms } => {

@@ -8,18 +8,23 @@
 //! by binding, and never handed out twice in one test process; a node that still fails to bind
 //! is retried (the whole cluster on fresh ports at start, the same port on restart).
 //!
+//! The nodes share a random cluster secret, in a file of the cluster's own temporary directory;
+//! [`Cluster::start_intruder`] starts a node with a secret of its own.
+//!
 //! Tests using it must run on Tokio's multi-thread runtime: starting a process blocks its thread
 //! (`block_in_place`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bookstore_common::testing::{Service, StartError};
 use bookstore_proto as pb;
-use queue_raft::{ClientOptions, NodeId, QueueClient};
+use queue_raft::{ClientOptions, ClusterSecret, NodeId, QueueClient};
+use rand::Rng;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -47,15 +52,45 @@ fn free_port() -> u16 {
     }
 }
 
-/// One node of the cluster: its port, data and process (if running).
+/// A fresh random secret, as printable as `base64` output.
+fn random_secret() -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// One node of the cluster: its port, data and process (if running), and how it starts.
 struct Node {
     port: u16,
     data: TempDir,
     process: Option<Service>,
+    /// The members its `--peers` names, itself included.
+    peers: Vec<NodeId>,
+    /// Started with `--join`: waits to be added rather than forming a cluster of `peers`.
+    join: bool,
+    /// Its `--cluster-secret-file`.
+    secret_file: PathBuf,
+}
+
+impl Node {
+    fn new(peers: Vec<NodeId>, join: bool, secret_file: &Path) -> Node {
+        Node {
+            port: free_port(),
+            data: TempDir::new().expect("temporary data directory"),
+            process: None,
+            peers,
+            join,
+            secret_file: secret_file.to_owned(),
+        }
+    }
 }
 
 pub struct Cluster {
     nodes: BTreeMap<NodeId, Node>,
+    /// Holds the cluster's secret file, and any intruder's; removed with the cluster.
+    secrets: TempDir,
     /// Flags every node gets besides its identity, e.g. a small snapshot policy.
     extra_args: Vec<String>,
 }
@@ -66,18 +101,16 @@ impl Cluster {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
         let mut last_error = None;
         for _ in 0..START_TRIES {
+            let secrets = TempDir::new().expect("temporary secrets directory");
+            let secret_file = secrets.path().join("cluster-secret");
+            std::fs::write(&secret_file, format!("{}\n", random_secret()))
+                .expect("write the cluster secret");
             let mut cluster = Cluster {
                 nodes: NODE_IDS
                     .iter()
-                    .map(|id| {
-                        let node = Node {
-                            port: free_port(),
-                            data: TempDir::new().expect("temporary data directory"),
-                            process: None,
-                        };
-                        (*id, node)
-                    })
+                    .map(|id| (*id, Node::new(NODE_IDS.to_vec(), false, &secret_file)))
                     .collect(),
+                secrets,
                 extra_args: extra_args.clone(),
             };
             match NODE_IDS
@@ -95,7 +128,17 @@ impl Cluster {
         panic!("the cluster did not start: {last_error:?}");
     }
 
-    /// Every node's `host:port`, in id order.
+    /// The file holding the secret the cluster's nodes share.
+    pub fn secret_file(&self) -> PathBuf {
+        self.secrets.path().join("cluster-secret")
+    }
+
+    /// The secret the cluster's nodes share, as membership changes must present it.
+    pub fn secret(&self) -> ClusterSecret {
+        ClusterSecret::from_file(&self.secret_file()).expect("the cluster secret")
+    }
+
+    /// Every founding node's `host:port`, in id order.
     pub fn addrs(&self) -> Vec<String> {
         NODE_IDS.iter().map(|id| self.addr(*id)).collect()
     }
@@ -183,17 +226,37 @@ impl Cluster {
     /// Starts node `id`, not one of [`NODE_IDS`], with `--join`: outside the cluster until it is
     /// added (`QueueClient::add_node`). Returns its address.
     pub fn start_joining_node(&mut self, id: NodeId) -> String {
+        self.start_newcomer(id, vec![id], true, self.secret_file())
+    }
+
+    /// Starts node `id`, not one of [`NODE_IDS`], with a secret other than the cluster's.
+    /// Joining, it waits to be added like [`Cluster::start_joining_node`]; otherwise it names the
+    /// founders and itself as its peers, forms that cluster in its own eyes and campaigns to
+    /// lead it. Returns its address.
+    pub fn start_intruder(&mut self, id: NodeId, join: bool) -> String {
+        let secret_file = self.secrets.path().join(format!("intruder-{id}-secret"));
+        std::fs::write(&secret_file, random_secret()).expect("write the intruder's secret");
+        let peers = if join {
+            vec![id]
+        } else {
+            NODE_IDS.iter().copied().chain([id]).collect()
+        };
+        self.start_newcomer(id, peers, join, secret_file)
+    }
+
+    /// Starts node `id`, on fresh ports until one is free; returns its address.
+    fn start_newcomer(
+        &mut self,
+        id: NodeId,
+        peers: Vec<NodeId>,
+        join: bool,
+        secret_file: PathBuf,
+    ) -> String {
         assert!(!NODE_IDS.contains(&id), "node {id} is a founding member");
         let mut last_error = None;
         for _ in 0..START_TRIES {
-            self.nodes.insert(
-                id,
-                Node {
-                    port: free_port(),
-                    data: TempDir::new().expect("temporary data directory"),
-                    process: None,
-                },
-            );
+            self.nodes
+                .insert(id, Node::new(peers.clone(), join, &secret_file));
             match self.try_start_node(id) {
                 Ok(()) => return self.addr(id),
                 Err(error) => last_error = Some(error),
@@ -203,24 +266,20 @@ impl Cluster {
     }
 
     fn try_start_node(&mut self, id: NodeId) -> Result<(), StartError> {
-        // The founding members form the cluster from the full list; any other node joins it.
-        let founding = NODE_IDS.contains(&id);
-        let peers: Vec<String> = if founding {
-            NODE_IDS.to_vec()
-        } else {
-            vec![id]
-        }
-        .into_iter()
-        .map(|peer| format!("{peer}={}", self.addr(peer)))
-        .collect();
         let node = self.node(id);
+        let peers: Vec<String> = node
+            .peers
+            .iter()
+            .map(|peer| format!("{peer}={}", self.addr(*peer)))
+            .collect();
         let mut args = vec![
             format!("--id={id}"),
             format!("--listen=127.0.0.1:{}", node.port),
             format!("--peers={}", peers.join(",")),
             format!("--data-dir={}", node.data.path().display()),
+            format!("--cluster-secret-file={}", node.secret_file.display()),
         ];
-        if !founding {
+        if node.join {
             args.push("--join".to_owned());
         }
         args.extend(self.extra_args.iter().cloned());
