@@ -82,6 +82,43 @@ pub struct Execution {
     pub executed_at_ms: u64,
 }
 
+/// A ledger line whose times are not RFC 3339, or fall before the Unix epoch.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the ledger line of order {order_id} (token {token}): {field} {value:?} is not a time in RFC 3339 after 1970"
+)]
+pub struct LedgerTimeError {
+    pub order_id: String,
+    pub token: u64,
+    pub field: &'static str,
+    pub value: String,
+}
+
+impl Execution {
+    /// The execution an executor recorded in its ledger, with its times in milliseconds.
+    pub fn from_ledger(line: &executor::ledger::Execution) -> Result<Execution, LedgerTimeError> {
+        let milliseconds = |field: &'static str, value: &str| {
+            chrono::DateTime::parse_from_rfc3339(value)
+                .ok()
+                .and_then(|time| u64::try_from(time.timestamp_millis()).ok())
+                .ok_or_else(|| LedgerTimeError {
+                    order_id: line.order_id.clone(),
+                    token: line.token,
+                    field,
+                    value: value.to_owned(),
+                })
+        };
+        Ok(Execution {
+            order_id: line.order_id.clone(),
+            executor_id: line.executor_id.clone(),
+            token: line.token,
+            priority: line.priority,
+            dequeued_at_ms: milliseconds("dequeued_at", &line.dequeued_at)?,
+            executed_at_ms: milliseconds("executed_at", &line.executed_at)?,
+        })
+    }
+}
+
 /// Where the cluster says an order is, once the run has healed and drained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
@@ -256,6 +293,48 @@ mod tests {
         history.save(&dir).unwrap();
         assert_eq!(History::load(&dir).unwrap(), history);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn ledger_line(dequeued_at: &str, executed_at: &str) -> executor::ledger::Execution {
+        executor::ledger::Execution {
+            order_id: "o-1".into(),
+            executor_id: "executor-2".into(),
+            token: 9,
+            priority: 4,
+            customer: "Ada".into(),
+            dequeued_at: dequeued_at.into(),
+            executed_at: executed_at.into(),
+        }
+    }
+
+    #[test]
+    fn a_ledger_line_becomes_an_execution_in_milliseconds() {
+        let line = ledger_line("2026-11-27T10:00:00.250Z", "2026-11-27T11:00:00.500+01:00");
+        assert_eq!(
+            Execution::from_ledger(&line).unwrap(),
+            Execution {
+                order_id: "o-1".into(),
+                executor_id: "executor-2".into(),
+                token: 9,
+                priority: 4,
+                dequeued_at_ms: 1_795_773_600_250,
+                executed_at_ms: 1_795_773_600_500,
+            }
+        );
+    }
+
+    #[test]
+    fn a_ledger_line_with_a_bad_time_is_an_error_naming_the_field() {
+        let error =
+            Execution::from_ledger(&ledger_line("yesterday", "2026-11-27T10:00:00Z")).unwrap_err();
+        assert_eq!(
+            (error.field, error.value.as_str()),
+            ("dequeued_at", "yesterday")
+        );
+        let error =
+            Execution::from_ledger(&ledger_line("2026-11-27T10:00:00Z", "1969-12-31T23:59:59Z"))
+                .unwrap_err();
+        assert_eq!(error.field, "executed_at");
     }
 
     #[test]

@@ -23,7 +23,11 @@ pub struct Execution {
     pub token: u64,
     pub priority: u32,
     pub customer: String,
-    /// When the execution finished, RFC 3339.
+    /// When the executor began the dequeue that returned the order (before its first attempt),
+    /// RFC 3339 with milliseconds: with `executed_at` it bounds the time the order was in hand,
+    /// so that a history checker can tell overlapping executions apart.
+    pub dequeued_at: String,
+    /// When the execution finished, RFC 3339 with milliseconds.
     pub executed_at: String,
 }
 
@@ -104,6 +108,7 @@ mod tests {
             token,
             priority: 3,
             customer: "Ada".to_owned(),
+            dequeued_at: "2026-11-27T09:59:59.500Z".to_owned(),
             executed_at: "2026-11-27T10:00:00.000Z".to_owned(),
         }
     }

@@ -255,6 +255,7 @@ impl Worker {
     /// One term as leader: at most one order, then resign.
     async fn lead(&mut self, mut lease: ConfirmedLease, stop: &CancellationToken) -> Phase {
         let token = lease.token();
+        let dequeued_at = rfc3339_now();
         let dequeued = self
             .call_under_lease(&lease, stop, || {
                 self.client.dequeue(&self.executor_id, token)
@@ -312,8 +313,8 @@ impl Worker {
                 token,
                 priority,
                 customer: order.customer().to_owned(),
-                executed_at: chrono::Utc::now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                dequeued_at,
+                executed_at: rfc3339_now(),
             };
             if let Err(error) = ledger.record(&execution).await {
                 self.board.failed(&error);
@@ -611,6 +612,11 @@ fn queued_order(order: pb::QueuedOrder) -> QueuedOrder {
         })
         .collect();
     QueuedOrder::new(order.order_id, order.customer, items)
+}
+
+/// This machine's wall clock as the ledger writes it: RFC 3339, UTC, milliseconds.
+fn rfc3339_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// This machine's wall clock in milliseconds since the Unix epoch, to compare with the lease's

@@ -1,6 +1,7 @@
 //! 200 orders of mixed sizes through three executors: every order executed exactly once, a new
 //! election (a new, larger token) for every order, every executor leading, orders taken by
-//! priority; and the executors' HTTP port and graceful shutdown.
+//! priority, each ledger line's dequeue-to-execution span ending before the next begins; and
+//! the executors' HTTP port and graceful shutdown.
 
 mod common;
 
@@ -14,6 +15,13 @@ use common::{
 };
 
 const ORDERS: usize = 200;
+
+type Timestamp = chrono::DateTime<chrono::FixedOffset>;
+
+fn rfc3339(text: &str) -> Timestamp {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|error| panic!("{text:?} in the ledger is not RFC 3339: {error}"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_order_is_executed_once_by_priority_with_an_election_per_order() {
@@ -39,6 +47,30 @@ async fn every_order_is_executed_once_by_priority_with_an_election_per_order() {
             .windows(2)
             .all(|pair| pair[0].executed_at_ms <= pair[1].executed_at_ms),
         "tokens and execution times disagree"
+    );
+    // Each ledger line spans its dequeue to its execution, and one lease's span ends before the
+    // next lease's dequeue begins.
+    let mut spans: Vec<(u64, Timestamp, Timestamp)> = executors
+        .ledger()
+        .iter()
+        .map(|line| {
+            (
+                line.token,
+                rfc3339(&line.dequeued_at),
+                rfc3339(&line.executed_at),
+            )
+        })
+        .collect();
+    spans.sort_by_key(|&(token, ..)| token);
+    assert!(
+        spans
+            .iter()
+            .all(|(_, dequeued_at, executed_at)| dequeued_at <= executed_at),
+        "an order executed before its dequeue began: {spans:?}"
+    );
+    assert!(
+        spans.windows(2).all(|pair| pair[0].2 <= pair[1].1),
+        "a dequeue began before the previous lease's execution ended: {spans:?}"
     );
     // Everything was queued before the first executor started, so each lease took the best
     // order left: priorities never rise, ties in commit order.
