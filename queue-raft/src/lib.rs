@@ -7,6 +7,8 @@
 //!   only after sled has flushed it.
 //! - [`sm_store`]: openraft's state machine around [`QueueState`]: applies entries, builds and
 //!   installs snapshots, and persists the current snapshot so a restarted node recovers from it.
+//! - [`codec`]: the one bincode configuration of everything the queue encodes, decoding with
+//!   lengths bounded by the bytes actually there.
 //! - [`error`]: what can go wrong opening the stores.
 //! - [`network`]: outbound Raft RPCs to the peers over gRPC (`RaftTransport`).
 //! - [`raft_service`]: inbound Raft RPCs, handed to openraft.
@@ -39,6 +41,7 @@
 
 pub mod batching;
 pub mod client;
+pub mod codec;
 pub mod error;
 pub mod log_store;
 pub mod metrics;
