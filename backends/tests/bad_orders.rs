@@ -149,7 +149,7 @@ proptest! {
     #[test]
     fn suggestions_stay_within_the_limit_and_the_catalogue(order in order(), limit in any::<u32>()) {
         let catalogue = catalogue();
-        let books = suggest(&catalogue, &order.items, limit);
+        let books = suggest(catalogue, &order.items, limit);
         let wanted = if limit == 0 { 3 } else { limit as usize };
         prop_assert!(books.len() <= wanted.min(catalogue.books().len()));
         let ids: std::collections::HashSet<&str> = books.iter().map(|book| book.id.as_str()).collect();
