@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
+    extract::{
+        DefaultBodyLimit, Path, State,
+        rejection::{BytesRejection, PathRejection},
+    },
     http::{HeaderMap, Method, StatusCode, Uri, header},
     routing::{get, post},
 };
@@ -228,8 +231,12 @@ fn order_id_for(headers: &HeaderMap) -> Result<String, ApiError> {
 /// Where an order is: rejected (remembered here), or as the queue cluster has it.
 async fn order_show(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    order_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderView>, ApiError> {
+    // An id that is not even UTF-8 once percent-decoded names no order either.
+    let Path(order_id) = order_id.map_err(|rejection| {
+        ApiError::OrderNotFound(format!("not an order id: {}", rejection.body_text()))
+    })?;
     if Uuid::parse_str(&order_id).is_err() {
         return Err(ApiError::OrderNotFound(format!(
             "{order_id:?} is not an order id (a UUID)"

@@ -20,9 +20,10 @@ pub enum StoreOpenError {
     /// Raft state persisted by an earlier run cannot be read back.
     #[error("cannot read the stored Raft state: {0}")]
     Unreadable(String),
-    /// A value persisted by an earlier run does not decode.
-    #[error("stored {what} is corrupt: {source}")]
+    /// A file persisted by an earlier run does not decode.
+    #[error("the {what} in {path} is corrupt: {source}")]
     Corrupt {
+        path: std::path::PathBuf,
         what: &'static str,
         #[source]
         source: bincode::Error,

@@ -7,6 +7,8 @@
 //!   only after sled has flushed it.
 //! - [`sm_store`]: openraft's state machine around [`QueueState`]: applies entries, builds and
 //!   installs snapshots, and persists the current snapshot so a restarted node recovers from it.
+//! - [`codec`]: the one bincode configuration of everything the queue encodes, decoding with
+//!   lengths bounded by the bytes actually there.
 //! - [`error`]: what can go wrong opening the stores.
 //! - [`auth`]: the cluster's shared secret, required by the Raft RPCs and membership changes,
 //!   loaded from a file or the environment and compared in constant time.
@@ -42,6 +44,7 @@
 pub mod auth;
 pub mod batching;
 pub mod client;
+pub mod codec;
 pub mod error;
 pub mod log_store;
 pub mod metrics;

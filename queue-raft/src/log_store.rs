@@ -33,7 +33,7 @@ use openraft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{NodeId, StoreOpenError, TypeConfig};
+use crate::{NodeId, StoreOpenError, TypeConfig, codec};
 
 const LOGS_TREE: &str = "logs";
 const META_TREE: &str = "meta";
@@ -103,7 +103,7 @@ impl LogStore {
         else {
             return Ok(None);
         };
-        let value = bincode::deserialize(&bytes).map_err(|e| io_error(AnyError::new(&e)))?;
+        let value = codec::decode(&bytes).map_err(|e| io_error(AnyError::new(&e)))?;
         Ok(Some(value))
     }
 
@@ -114,7 +114,7 @@ impl LogStore {
         value: &T,
         io_error: impl Fn(AnyError) -> StorageIOError<NodeId>,
     ) -> StorageResult<()> {
-        let bytes = bincode::serialize(value).map_err(|e| io_error(AnyError::new(&e)))?;
+        let bytes = codec::encode(value).map_err(|e| io_error(AnyError::new(&e)))?;
         self.meta
             .insert(key, bytes)
             .map_err(|e| io_error(AnyError::new(&e)))?;
@@ -169,13 +169,18 @@ fn index_of(entry: sled::Result<Option<(sled::IVec, sled::IVec)>>) -> StorageRes
     let Some((key, _)) = entry.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))? else {
         return Ok(None);
     };
-    let key: [u8; 8] = key.as_ref().try_into().map_err(|_| {
+    key_index(&key).map(Some)
+}
+
+/// The log index a key of the `logs` tree stands for.
+fn key_index(key: &[u8]) -> StorageResult<u64> {
+    let key: [u8; 8] = key.try_into().map_err(|_| {
         StorageIOError::read_logs(AnyError::error(format!(
             "a log key is {} bytes, not 8",
             key.len()
         )))
     })?;
-    Ok(Some(u64::from_be_bytes(key)))
+    Ok(u64::from_be_bytes(key))
 }
 
 /// The first log index kept after purging up to `last_purged`.
@@ -196,8 +201,20 @@ fn key_bound(bound: Bound<&u64>) -> Bound<[u8; 8]> {
     }
 }
 
-fn decode_entry(bytes: &[u8]) -> StorageResult<Entry<TypeConfig>> {
-    bincode::deserialize(bytes).map_err(|e| StorageIOError::read_logs(AnyError::new(&e)).into())
+/// The entry stored under `key`, checked to be the entry of that index: a value copied or
+/// written under the wrong key would otherwise hand openraft a log with holes or repeats.
+fn decode_entry(key: &[u8], bytes: &[u8]) -> StorageResult<Entry<TypeConfig>> {
+    let read_error = |message: String| StorageIOError::read_logs(AnyError::error(message)).into();
+    let index = key_index(key)?;
+    let entry: Entry<TypeConfig> = codec::decode(bytes)
+        .map_err(|e| read_error(format!("the log entry at index {index} is corrupt: {e}")))?;
+    if entry.log_id.index != index {
+        return Err(read_error(format!(
+            "the log entry at index {index} says it is at index {}",
+            entry.log_id.index
+        )));
+    }
+    Ok(entry)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -217,8 +234,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         self.logs
             .range(keys)
             .map(|item| {
-                let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
-                decode_entry(&bytes)
+                let (key, bytes) =
+                    item.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+                decode_entry(&key, &bytes)
             })
             .collect()
     }
@@ -238,7 +256,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((key, bytes))
                 if key.as_ref() >= log_key(first_kept_after(last_purged_log_id)).as_slice() =>
             {
-                Some(decode_entry(&bytes)?.log_id)
+                Some(decode_entry(&key, &bytes)?.log_id)
             }
             // Nothing kept: what is left on disk is purged, waiting to be deleted.
             _ => last_purged_log_id,
@@ -282,7 +300,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = bincode::serialize(&entry)
+            let bytes = codec::encode(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
             batch.insert(&log_key(entry.log_id.index), bytes);
         }

@@ -157,7 +157,7 @@ impl PeerClient {
                 )));
             }
         };
-        let data = bincode::serialize(request)
+        let data = crate::codec::encode(request)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         let mut grpc_request = tonic::Request::new(RaftPayload { data });
         grpc_request.set_timeout(option.hard_ttl());
@@ -183,7 +183,7 @@ impl PeerClient {
             Ok(Err(status)) => return Err(status_to_rpc_error(&status)),
             Err(_elapsed) => return Err(timeout()),
         };
-        let answer: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&response.data)
+        let answer: Result<Resp, RaftError<NodeId, E>> = crate::codec::decode(&response.data)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         answer.map_err(|error| {
             RPCError::RemoteError(RemoteError::new_with_node(

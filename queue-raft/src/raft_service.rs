@@ -51,13 +51,13 @@ impl RaftTransportService {
 }
 
 fn decode<T: DeserializeOwned>(what: &str, request: Request<RaftPayload>) -> Result<T, Status> {
-    bincode::deserialize(&request.into_inner().data).map_err(|error| {
+    crate::codec::decode(&request.into_inner().data).map_err(|error| {
         Status::invalid_argument(format!("cannot decode the {what} request: {error}"))
     })
 }
 
 fn encode<T: Serialize>(answer: &T) -> Result<Response<RaftPayload>, Status> {
-    bincode::serialize(answer)
+    crate::codec::encode(answer)
         .map(|data| Response::new(RaftPayload { data }))
         .map_err(|error| Status::internal(format!("cannot encode the Raft answer: {error}")))
 }

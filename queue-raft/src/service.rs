@@ -1108,4 +1108,64 @@ mod tests {
         );
         assert_eq!(state.executor_id, "executor-1");
     }
+
+    fn any_order() -> impl proptest::strategy::Strategy<Value = pb::QueuedOrder> {
+        use proptest::prelude::*;
+        let quantity = prop_oneof![Just(0u32), 1..5u32, Just(u32::MAX), any::<u32>()];
+        let items = proptest::collection::vec(
+            (".{0,8}", quantity).prop_map(|(title, quantity)| pb::QueueItem { title, quantity }),
+            0..6,
+        );
+        (
+            prop_oneof![Just(String::new()), Just("  ".to_owned()), ".{0,12}"],
+            ".{0,8}",
+            items,
+        )
+            .prop_map(|(order_id, customer, items)| pb::QueuedOrder {
+                order_id,
+                customer,
+                items,
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any order a client sends converts or is refused naming its field; what converts keeps
+        /// every field, and its priority is the sum of the quantities, saturating instead of
+        /// overflowing.
+        #[test]
+        fn any_order_converts_or_is_refused_naming_the_field(sent in any_order()) {
+            match QueuedOrder::try_from(sent.clone()) {
+                Ok(order) => {
+                    let total: u64 = sent.items.iter().map(|item| u64::from(item.quantity)).sum();
+                    let expected = u32::try_from(total).unwrap_or(u32::MAX);
+                    proptest::prop_assert_eq!(order.priority(), expected);
+                    proptest::prop_assert_eq!(pb::QueuedOrder::from(&order), sent);
+                }
+                Err(error) => {
+                    let field = field_of(error);
+                    let expected = if sent.order_id.trim().is_empty() {
+                        "order.order_id"
+                    } else if sent.items.is_empty() {
+                        "order.items"
+                    } else {
+                        "order.items.quantity"
+                    };
+                    proptest::prop_assert_eq!(field, expected);
+                }
+            }
+        }
+
+        #[test]
+        fn any_lease_ttl_is_in_range_or_refused(ttl_ms in proptest::prelude::any::<u64>()) {
+            match lease_ttl_ms(ttl_ms) {
+                Ok(accepted) => {
+                    proptest::prop_assert_eq!(accepted, ttl_ms);
+                    proptest::prop_assert!(ttl_ms > 0 && u128::from(ttl_ms) <= MAX_LEASE_TTL.as_millis());
+                }
+                Err(error) => proptest::prop_assert_eq!(field_of(error), "ttl_ms"),
+            }
+        }
+    }
 }

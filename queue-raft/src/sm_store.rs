@@ -32,7 +32,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
-use crate::{CommandResponse, NodeId, QueueState, StoreOpenError, TypeConfig};
+use crate::{CommandResponse, NodeId, QueueState, StoreOpenError, TypeConfig, codec};
 
 /// The current snapshot's file in the node's data directory.
 pub const SNAPSHOT_FILE: &str = "queue-snapshot.bin";
@@ -107,7 +107,7 @@ impl Shared {
 fn write_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> {
     let temp = dir.join(SNAPSHOT_TEMP_FILE);
     let mut writer = BufWriter::new(File::create(&temp)?);
-    bincode::serialize_into(&mut writer, snapshot).map_err(std::io::Error::other)?;
+    codec::encode_into(&mut writer, snapshot).map_err(std::io::Error::other)?;
     writer.flush()?;
     writer
         .into_inner()
@@ -126,9 +126,17 @@ fn read_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, StoreOpenErr
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StoreOpenError::Io { path, source }),
     };
-    bincode::deserialize_from(BufReader::new(file))
+    let len = file
+        .metadata()
+        .map_err(|source| StoreOpenError::Io {
+            path: path.clone(),
+            source,
+        })?
+        .len();
+    codec::decode_from(BufReader::new(file), len)
         .map(Some)
         .map_err(|source| StoreOpenError::Corrupt {
+            path,
             what: "snapshot",
             source,
         })
@@ -154,7 +162,8 @@ impl StateMachineStore {
         };
         if let Some(snapshot) = read_snapshot_file(&shared.dir)? {
             *shared.applied.get_mut() =
-                bincode::deserialize(&snapshot.data).map_err(|source| StoreOpenError::Corrupt {
+                codec::decode(&snapshot.data).map_err(|source| StoreOpenError::Corrupt {
+                    path: shared.dir.join(SNAPSHOT_FILE),
                     what: "snapshot data",
                     source,
                 })?;
@@ -222,7 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let read_error = |e: AnyError| StorageIOError::read_snapshot(Some(meta.signature()), e);
         let data = snapshot.into_inner();
         let installed: AppliedState =
-            bincode::deserialize(&data).map_err(|e| read_error(AnyError::new(&e)))?;
+            codec::decode(&data).map_err(|e| read_error(AnyError::new(&e)))?;
         if installed.last_applied != meta.last_log_id
             || installed.last_membership != meta.last_membership
         {
@@ -273,7 +282,7 @@ impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
         let applied = self.shared.applied.read().await.clone();
         let (last_log_id, last_membership) =
             (applied.last_applied, applied.last_membership.clone());
-        let data = tokio::task::spawn_blocking(move || bincode::serialize(&applied))
+        let data = tokio::task::spawn_blocking(move || codec::encode(&applied))
             .await
             .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?
             .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;

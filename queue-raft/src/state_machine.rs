@@ -260,8 +260,10 @@ impl ReadyKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
     /// Every order ever enqueued, by id.
+    #[serde(deserialize_with = "crate::codec::deserialize_ord_map")]
     orders: OrdMap<String, OrderRecord>,
     /// Ids of `Queued` orders, in dequeue order.
+    #[serde(deserialize_with = "crate::codec::deserialize_ord_map")]
     ready: OrdMap<ReadyKey, String>,
     /// The id of the one `Executing` order; only ever set while `lease` is.
     executing_order: Option<String>,
