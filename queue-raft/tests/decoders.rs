@@ -25,6 +25,7 @@ use openraft::{
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use queue_raft::auth::ClusterSecret;
 use queue_raft::network::GrpcNetworkFactory;
 use queue_raft::raft_service::RaftTransportService;
 use queue_raft::sm_store::SNAPSHOT_FILE;
@@ -217,7 +218,11 @@ fn the_raft_service_refuses_bad_payloads_with_invalid_argument() {
         let raft = Raft::new(
             1,
             Arc::new(config),
-            GrpcNetworkFactory::new(1),
+            GrpcNetworkFactory::new(
+                1,
+                ClusterSecret::load(None, Some("a-secret-for-the-decoder-tests".into()))
+                    .expect("a valid secret"),
+            ),
             log_store,
             state_machine,
         )
