@@ -17,6 +17,10 @@ use crate::history::{Execution, FinalState, OrderState};
 /// How many `GetOrder` reads are in flight at once while collecting final states.
 const READS_IN_FLIGHT: usize = 16;
 const DRAIN_POLL: Duration = Duration::from_millis(500);
+/// Reads of one order's final state before the run gives up: a node restarted at the end may
+/// still cause an election while they run.
+const READ_ATTEMPTS: u32 = 5;
+const READ_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Waits until the queue is empty and every order in `order_ids` is executed or unknown to the
 /// cluster, or until `timeout`; returns the final state of each order either way (orders still
@@ -63,10 +67,7 @@ async fn final_states(
 ) -> anyhow::Result<Vec<FinalState>> {
     let reads = futures::stream::iter(order_ids.iter().cloned())
         .map(|order_id| async move {
-            let state = queue
-                .get_order(&order_id)
-                .await
-                .with_context(|| format!("cannot read order {order_id} from the queue"))?;
+            let state = read_order(queue, &order_id).await?;
             anyhow::Ok(FinalState {
                 order_id,
                 state: order_state(state),
@@ -74,6 +75,24 @@ async fn final_states(
         })
         .buffered(READS_IN_FLIGHT);
     reads.collect::<Vec<_>>().await.into_iter().collect()
+}
+
+async fn read_order(queue: &QueueClient, order_id: &str) -> anyhow::Result<Option<pb::OrderState>> {
+    let mut attempt = 1;
+    loop {
+        match queue.get_order(order_id).await {
+            Ok(state) => return Ok(state),
+            Err(error) if attempt >= READ_ATTEMPTS => {
+                return Err(error).with_context(|| {
+                    format!("cannot read order {order_id} from the queue ({attempt} attempts)")
+                });
+            }
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(READ_RETRY_PAUSE).await;
+            }
+        }
+    }
 }
 
 fn order_state(state: Option<pb::OrderState>) -> OrderState {
