@@ -132,7 +132,7 @@ fn order_body(serial: u64) -> Value {
 }
 
 /// A 19-digit card number: the prefix, `serial` (modulo 10^12) in 12 digits, the Luhn check.
-fn card_number(serial: u64) -> String {
+pub fn card_number(serial: u64) -> String {
     let serials = 10u64.pow(CARD_SERIAL_DIGITS);
     let payload = format!(
         "{CARD_PREFIX}{:0width$}",

@@ -37,6 +37,11 @@ pub enum Outlook {
     Idle,
     /// Another executor holds an unexpired lease.
     HeldBy { holder: String, token: u64 },
+    /// The lease is recorded as this executor's own, but this run does not hold it: a previous
+    /// run died holding it (or a resignation was lost). Give it back rather than resume it, so
+    /// that every order is executed under a lease of its own: resuming would execute a second
+    /// order (or the same one again) under one fencing token.
+    GiveBack { token: u64 },
 }
 
 impl From<&pb::ClusterStatusResponse> for LeaseView {
@@ -53,9 +58,8 @@ impl From<&pb::ClusterStatusResponse> for LeaseView {
 impl LeaseView {
     /// Campaign when the lease is free and orders wait; or when a lease is still recorded but
     /// expired by `now_ms` (only a command clears it, and the order that was executing under it
-    /// is queued again only then, so someone must campaign even if nothing else waits); or when
-    /// the lease is recorded as this executor's own (a previous run of it that died: campaigning
-    /// resumes it with the same token).
+    /// is queued again only then, so someone must campaign even if nothing else waits). A lease
+    /// recorded as this executor's own is given back (see [`Outlook::GiveBack`]).
     pub fn outlook(&self, executor_id: &str, now_ms: u64) -> Outlook {
         if self.holder.is_empty() {
             return if self.queue_depth > 0 {
@@ -64,7 +68,10 @@ impl LeaseView {
                 Outlook::Idle
             };
         }
-        if self.holder == executor_id || now_ms >= self.expires_at_ms {
+        if self.holder == executor_id {
+            return Outlook::GiveBack { token: self.token };
+        }
+        if now_ms >= self.expires_at_ms {
             return Outlook::Campaign;
         }
         Outlook::HeldBy {
@@ -159,8 +166,14 @@ mod tests {
     }
 
     #[test]
-    fn an_executor_resumes_a_lease_recorded_as_its_own() {
-        assert_eq!(view("e1", 9_000, 0).outlook("e1", 1_000), Outlook::Campaign);
+    fn an_executor_gives_back_a_lease_recorded_as_its_own() {
+        let recorded = view("e1", 9_000, 0);
+        assert_eq!(
+            recorded.outlook("e1", 1_000),
+            Outlook::GiveBack {
+                token: recorded.token
+            }
+        );
     }
 
     #[test]

@@ -165,6 +165,16 @@ impl Worker {
                 pause(stop, self.timing.poll).await;
                 return Phase::Candidate;
             }
+            Outlook::GiveBack { token } => {
+                self.candidate_failures = 0;
+                tracing::info!(
+                    executor_id = self.executor_id,
+                    token,
+                    "giving back a lease a previous run held"
+                );
+                self.resign(token).await;
+                return Phase::Candidate;
+            }
         }
         // Not cut short by shutdown: a campaign that committed unseen would keep the lease from
         // the others until it expired. A lease granted now is given back by `lead` at once.

@@ -225,7 +225,13 @@ fn order_id_for(headers: &HeaderMap) -> Result<String, ApiError> {
                 "{IDEMPOTENCY_KEY} must be 1 to {IDEMPOTENCY_KEY_MAX_LEN} visible ASCII characters"
             ))
         })?;
-    Ok(Uuid::new_v5(&ORDER_ID_NAMESPACE, key.as_bytes()).to_string())
+    Ok(order_id_from_key(key))
+}
+
+/// The order id an `Idempotency-Key` always gives: clients (the chaos run's) know an order's id
+/// before they post it, so they can follow an order whose answer was lost.
+pub fn order_id_from_key(key: &str) -> String {
+    Uuid::new_v5(&ORDER_ID_NAMESPACE, key.as_bytes()).to_string()
 }
 
 /// Where an order is: rejected (remembered here), or as the queue cluster has it.

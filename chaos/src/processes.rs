@@ -1,0 +1,200 @@
+//! The system's processes during a run: starting each from its binary with its log file,
+//! SIGKILLing and restarting it as the nemesis says, and stopping all of them at the end.
+//!
+//! Every child is killed when its [`Supervised`] is dropped, and the kernel kills it if the
+//! runner itself dies (`PR_SET_PDEATHSIG`), so nothing outlives a run.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::time::Instant;
+
+/// How long a service may take to log that it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const LOG_POLL: Duration = Duration::from_millis(50);
+
+/// How to start one process.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// `queue-1`, `executor-2`, ...: the nemesis's target name and the log file's stem.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub envs: Vec<(String, String)>,
+    /// The network namespace to run in (through `ip netns exec`), or the root namespace.
+    pub namespace: Option<String>,
+    /// Where stdout and stderr go, appended across restarts.
+    pub log: PathBuf,
+}
+
+/// One process of the system and, while it runs, its child.
+#[derive(Debug)]
+pub struct Supervised {
+    spec: ProcessSpec,
+    /// The running process; `None` once killed, until restarted.
+    child: Option<Child>,
+}
+
+impl Supervised {
+    /// Starts the process; see [`Supervised::start`].
+    pub fn spawn(spec: ProcessSpec) -> anyhow::Result<Supervised> {
+        let mut process = Supervised { spec, child: None };
+        process.start()?;
+        Ok(process)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.spec.log
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Starts the process again if it is not running; its log goes on in the same file.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let spec = &self.spec;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .with_context(|| format!("cannot open {}", spec.log.display()))?;
+        let mut command = match &spec.namespace {
+            // `ip netns exec` execs the program, so the child's pid is the program's.
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", namespace])
+                    .arg(&spec.program);
+                command
+            }
+            None => Command::new(&spec.program),
+        };
+        command
+            .args(&spec.args)
+            .envs(spec.envs.iter().map(|(key, value)| (key, value)))
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("cannot share the log file")?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {} ({})", spec.name, spec.program.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs the process, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The log's length now: where the lines of a start made now begin.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.spec.log).map_or(0, |meta| meta.len())
+    }
+
+    /// Waits until the process logs `listening` (after byte `from` of its log) and returns the
+    /// address it logged; fails with the log's tail if it exits or takes too long.
+    pub async fn wait_listening(&mut self, from: u64) -> anyhow::Result<SocketAddr> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(addr) = logged_listening(&self.spec.log, from)? {
+                return Ok(addr);
+            }
+            if !self.is_running() || Instant::now() >= deadline {
+                bail!(
+                    "{} did not start listening; its log {} ends:\n{}",
+                    self.spec.name,
+                    self.spec.log.display(),
+                    log_tail(&self.spec.log)
+                );
+            }
+            tokio::time::sleep(LOG_POLL).await;
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The address on the first `listening` line of the JSON log at `path` after byte `from`.
+fn logged_listening(path: &Path, from: u64) -> anyhow::Result<Option<SocketAddr>> {
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    file.seek(SeekFrom::Start(from))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+            let fields = value.get("fields").unwrap_or(&value);
+            if fields.get("message")?.as_str()? != "listening" {
+                return None;
+            }
+            fields.get("addr")?.as_str()?.parse().ok()
+        }))
+}
+
+/// The last lines of a log, for an error message.
+pub fn log_tail(path: &Path) -> String {
+    const TAIL_LINES: usize = 20;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_address_is_read_after_the_offset() {
+        let dir = std::env::temp_dir().join(format!("chaos-listening-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("service.log");
+        let first = "{\"message\":\"listening\",\"addr\":\"127.0.0.1:1000\"}\n";
+        let second = "{\"fields\":{\"message\":\"listening\",\"addr\":\"127.0.0.1:2000\"}}\n";
+        std::fs::write(&log, format!("{first}not json\n{second}")).unwrap();
+        assert_eq!(
+            logged_listening(&log, 0).unwrap(),
+            Some("127.0.0.1:1000".parse().unwrap())
+        );
+        assert_eq!(
+            logged_listening(&log, first.len() as u64).unwrap(),
+            Some("127.0.0.1:2000".parse().unwrap())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
