@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backends::verification::passes_luhn;
-use serde_json::{Value, json};
+use orchestrator::checkout::{SampleOrder, sample_request};
+use serde_json::Value;
 
 use crate::{BenchError, Operation};
 
@@ -110,24 +111,12 @@ fn is_approved(body: &str) -> bool {
 
 /// The checkout request of order `serial`: valid, with a card and a user of its own.
 fn order_body(serial: u64) -> Value {
-    json!({
-        "user": {"name": format!("Bench Shopper {serial}"), "contact": format!("shopper-{serial}@example.com")},
-        "creditCard": {"number": card_number(serial), "expirationDate": "12/35", "cvv": "123"},
-        "userComment": "",
-        "items": [{"name": "The Hobbit", "quantity": 1}, {"name": "Emma", "quantity": 2}],
-        "discountCode": "",
-        "shippingMethod": "Standard",
-        "giftMessage": "",
-        "billingAddress": {"street": "Raatuse 22", "city": "Tartu", "state": "Tartumaa", "zip": "51009", "country": "Estonia"},
-        "giftWrapping": false,
-        "termsAndConditionsAccepted": true,
-        "notificationPreferences": ["email"],
-        "device": {"type": "Desktop", "model": "PC", "os": "Debian 12"},
-        "browser": {"name": "queue-bench", "version": "1"},
-        "appVersion": "1.0.0",
-        "screenResolution": "1920x1080",
-        "referrer": "",
-        "deviceLanguage": "en-US"
+    sample_request(&SampleOrder {
+        name: &format!("Bench Shopper {serial}"),
+        contact: &format!("shopper-{serial}@example.com"),
+        card_number: &card_number(serial),
+        cvv: "123",
+        items: &[("The Hobbit", 1), ("Emma", 2)],
     })
 }
 

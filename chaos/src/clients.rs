@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bookstore_proto as pb;
+use orchestrator::checkout::{SampleOrder, sample_request};
 use queue_raft::{ClientError, QueueClient};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -319,28 +320,12 @@ fn checkout_body(
     cvv: &str,
     items: &[(&str, u32)],
 ) -> Value {
-    let items: Vec<Value> = items
-        .iter()
-        .map(|(name, quantity)| json!({"name": name, "quantity": quantity}))
-        .collect();
-    json!({
-        "user": {"name": format!("Chaos {client} {sequence}"), "contact": format!("{client}-{sequence}@example.com")},
-        "creditCard": {"number": card, "expirationDate": "12/39", "cvv": cvv},
-        "userComment": "",
-        "items": items,
-        "discountCode": "",
-        "shippingMethod": "Standard",
-        "giftMessage": "",
-        "billingAddress": {"street": "Raatuse 22", "city": "Tartu", "state": "Tartumaa", "zip": "51009", "country": "Estonia"},
-        "giftWrapping": false,
-        "termsAndConditionsAccepted": true,
-        "notificationPreferences": ["email"],
-        "device": {"type": "Desktop", "model": "PC", "os": "Debian 12"},
-        "browser": {"name": "chaos", "version": "1"},
-        "appVersion": "1.0.0",
-        "screenResolution": "1920x1080",
-        "referrer": "",
-        "deviceLanguage": "en-US"
+    sample_request(&SampleOrder {
+        name: &format!("Chaos {client} {sequence}"),
+        contact: &format!("{client}-{sequence}@example.com"),
+        card_number: card,
+        cvv,
+        items,
     })
 }
 

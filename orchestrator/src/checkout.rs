@@ -294,6 +294,47 @@ impl From<pb::Book> for CatalogueBook {
     }
 }
 
+/// Who orders what with which card: the parts of a checkout that differ between shoppers.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleOrder<'a> {
+    pub name: &'a str,
+    pub contact: &'a str,
+    pub card_number: &'a str,
+    pub cvv: &'a str,
+    /// Titles and quantities.
+    pub items: &'a [(&'a str, u32)],
+}
+
+/// A complete `POST /checkout` body as the page sends it (every field of the REST contract,
+/// billed in Estonia, card valid until 12/35), for the clients that place orders without the
+/// page: tests, the benchmark and the chaos run.
+pub fn sample_request(order: &SampleOrder<'_>) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = order
+        .items
+        .iter()
+        .map(|(name, quantity)| serde_json::json!({"name": name, "quantity": quantity}))
+        .collect();
+    serde_json::json!({
+        "user": {"name": order.name, "contact": order.contact},
+        "creditCard": {"number": order.card_number, "expirationDate": "12/35", "cvv": order.cvv},
+        "userComment": "",
+        "items": items,
+        "discountCode": "",
+        "shippingMethod": "Standard",
+        "giftMessage": "",
+        "billingAddress": {"street": "Raatuse 22", "city": "Tartu", "state": "Tartumaa", "zip": "51009", "country": "Estonia"},
+        "giftWrapping": false,
+        "termsAndConditionsAccepted": true,
+        "notificationPreferences": ["email"],
+        "device": {"type": "Desktop", "model": "PC", "os": "Debian 12"},
+        "browser": {"name": "Chromium", "version": "120"},
+        "appVersion": "1.0.0",
+        "screenResolution": "1920x1080",
+        "referrer": "",
+        "deviceLanguage": "en-US"
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

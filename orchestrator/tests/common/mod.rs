@@ -18,6 +18,7 @@ use std::{
 
 use bookstore_common::testing::Service;
 use cluster::Cluster;
+use orchestrator::checkout::{SampleOrder, sample_request};
 
 /// The backends and the orchestrator in front of them, with a queue cluster behind.
 pub struct System {
@@ -264,23 +265,11 @@ pub async fn post_checkout(
 
 /// The example order of the page: approved by every backend.
 pub fn valid_order() -> serde_json::Value {
-    serde_json::json!({
-        "user": {"name": "Ada Lovelace", "contact": "ada@example.com"},
-        "creditCard": {"number": "4532 0151 1283 0366", "expirationDate": "12/35", "cvv": "123"},
-        "userComment": "Please wrap carefully",
-        "items": [{"name": "The Hobbit", "quantity": 1}, {"name": "Emma", "quantity": 2}],
-        "discountCode": "",
-        "shippingMethod": "Standard",
-        "giftMessage": "",
-        "billingAddress": {"street": "Raatuse 22", "city": "Tartu", "state": "Tartumaa", "zip": "51009", "country": "Estonia"},
-        "giftWrapping": false,
-        "termsAndConditionsAccepted": true,
-        "notificationPreferences": ["email"],
-        "device": {"type": "Desktop", "model": "PC", "os": "Debian 12"},
-        "browser": {"name": "Chromium", "version": "120"},
-        "appVersion": "1.0.0",
-        "screenResolution": "1920x1080",
-        "referrer": "https://example.com",
-        "deviceLanguage": "en-US"
+    sample_request(&SampleOrder {
+        name: "Ada Lovelace",
+        contact: "ada@example.com",
+        card_number: "4532 0151 1283 0366",
+        cvv: "123",
+        items: &[("The Hobbit", 1), ("Emma", 2)],
     })
 }
