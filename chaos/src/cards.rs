@@ -166,14 +166,15 @@ mod tests {
 
     #[test]
     fn every_file_under_a_directory_is_scanned() {
-        let dir = std::env::temp_dir().join(format!("chaos-cards-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        std::fs::write(dir.join("clean.log"), "nothing here").unwrap();
-        std::fs::write(dir.join("logs").join("leak.log"), "x 4532015112830366 y").unwrap();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let dir = dir.path();
+        std::fs::create_dir_all(dir.join("logs")).expect("logs directory");
+        std::fs::write(dir.join("clean.log"), "nothing here").expect("clean file written");
+        std::fs::write(dir.join("logs").join("leak.log"), "x 4532015112830366 y")
+            .expect("leaking file written");
         let cards = ["4532015112830366".to_owned()].into();
-        let found = scan(&dir, &cards, "9073").unwrap();
+        let found = scan(dir, &cards, "9073").expect("the directory is readable");
         assert_eq!(found.len(), 1);
         assert!(found[0].file.ends_with("logs/leak.log"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

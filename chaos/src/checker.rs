@@ -558,7 +558,7 @@ mod tests {
             .faults()
             .into_iter()
             .find(|(kind, _)| *kind == name)
-            .unwrap();
+            .expect("every fault kind is in the report");
         findings.examples[0].clone()
     }
 
@@ -797,12 +797,16 @@ mod tests {
 
     #[test]
     fn run_check_judges_a_saved_history_and_names_a_missing_one() {
-        let dir = std::env::temp_dir().join(format!("chaos-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        clean_history().save(&dir).unwrap();
-        assert!(run_check(&dir).unwrap().is_clean());
-        std::fs::remove_dir_all(&dir).unwrap();
-        let error = format!("{:#}", run_check(&dir).unwrap_err());
+        let dir = tempfile::tempdir().expect("temporary directory");
+        clean_history()
+            .save(dir.path())
+            .expect("the history is written");
+        assert!(
+            run_check(dir.path())
+                .expect("a saved history loads")
+                .is_clean()
+        );
+        let error = format!("{:#}", run_check(&dir.path().join("missing")).unwrap_err());
         assert!(error.contains("cannot load the history in"), "{error}");
     }
 

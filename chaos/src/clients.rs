@@ -198,56 +198,51 @@ async fn checkout(
 ) -> ClientOperation {
     let order_id = orchestrator::routes::order_id_from_key(key);
     let invoked_at_ms = crate::now_ms();
-    let give_up = Instant::now() + RETRY_WINDOW;
     let url = format!("{}/checkout", context.orchestrator_url);
-    let (outcome, detail) = loop {
+    let order_id_ref = &order_id;
+    let url = &url;
+    let result = until_definite(|| async move {
         let answer = context
             .http
-            .post(&url)
+            .post(url)
             .header(orchestrator::routes::IDEMPOTENCY_KEY, key)
             .json(body)
             .send()
             .await;
-        let last_error = match answer {
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                let answer: Value =
-                    serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
-                context.record_response(
-                    client,
-                    &order_id,
-                    json!({"http": status.as_u16(), "body": answer}),
-                );
-                match (status.as_u16(), answer["status"].as_str()) {
-                    (200, Some("Order Approved")) => break (Outcome::Ok, None),
-                    (200, Some("Order Rejected")) => {
-                        break (Outcome::Failed, Some(format!("rejected: {text}")));
-                    }
-                    (400..=499, _) => break (Outcome::Failed, Some(format!("{status}: {text}"))),
-                    _ => format!("{status}: {text}"),
-                }
-            }
+        let response = match answer {
+            Ok(response) => response,
             Err(error) => {
-                context.record_response(client, &order_id, json!({"error": error.to_string()}));
-                error.to_string()
+                context.record_response(client, order_id_ref, json!({"error": error.to_string()}));
+                return Err(error.to_string());
             }
         };
-        if Instant::now() + RETRY_PAUSE >= give_up {
-            break (Outcome::Unknown, Some(last_error));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let answer: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
+        context.record_response(
+            client,
+            order_id_ref,
+            json!({"http": status.as_u16(), "body": answer}),
+        );
+        match (status.as_u16(), answer["status"].as_str()) {
+            (200, Some("Order Approved")) => Ok((Outcome::Ok, None)),
+            (200, Some("Order Rejected")) => {
+                Ok((Outcome::Failed, Some(format!("rejected: {text}"))))
+            }
+            (400..=499, _) => Ok((Outcome::Failed, Some(format!("{status}: {text}")))),
+            _ => Err(format!("{status}: {text}")),
         }
-        tokio::time::sleep(RETRY_PAUSE).await;
-    };
-    ClientOperation {
-        client: client.to_owned(),
-        kind: OperationKind::Checkout,
+    })
+    .await;
+    operation(
+        client,
+        OperationKind::Checkout,
         order_id,
         priority,
         invoked_at_ms,
-        completed_at_ms: crate::now_ms(),
-        outcome,
-        detail,
-    }
+        result,
+    )
 }
 
 /// One enqueue, retried with its order id until committed, refused, or out of time.
@@ -259,31 +254,70 @@ async fn enqueue(
 ) -> ClientOperation {
     let order_id = order.order_id.clone();
     let invoked_at_ms = crate::now_ms();
-    let give_up = Instant::now() + RETRY_WINDOW;
-    let (outcome, detail) = loop {
+    let (order, order_id_ref) = (&order, &order_id);
+    let result = until_definite(|| async move {
         let answer = context.queue.enqueue(order.clone()).await;
         context.record_response(
             client,
-            &order_id,
+            order_id_ref,
             match &answer {
                 Ok(response) => json!({"term": response.term, "index": response.index}),
                 Err(error) => json!({"error": error.to_string()}),
             },
         );
-        let last_error = match answer {
-            Ok(_) => break (Outcome::Ok, None),
-            Err(ClientError::InvalidArgument(reason)) => break (Outcome::Failed, Some(reason)),
+        match answer {
+            Ok(_) => Ok((Outcome::Ok, None)),
+            Err(ClientError::InvalidArgument(reason)) => Ok((Outcome::Failed, Some(reason))),
             // Unreachable or any other refusal: the write may have been committed.
-            Err(error) => error.to_string(),
-        };
-        if Instant::now() + RETRY_PAUSE >= give_up {
-            break (Outcome::Unknown, Some(last_error));
+            Err(error) => Err(error.to_string()),
         }
-        tokio::time::sleep(RETRY_PAUSE).await;
-    };
+    })
+    .await;
+    operation(
+        client,
+        OperationKind::Enqueue,
+        order_id,
+        priority,
+        invoked_at_ms,
+        result,
+    )
+}
+
+/// What one attempt learned: a definite outcome (with its detail), or the error after which the
+/// order may or may not be placed.
+type Attempt = Result<(Outcome, Option<String>), String>;
+
+/// Repeats `attempt` until it is definite or the retry window closes: then the outcome is
+/// unknown, with the last error.
+async fn until_definite<F, Fut>(mut attempt: F) -> (Outcome, Option<String>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt>,
+{
+    let give_up = Instant::now() + RETRY_WINDOW;
+    loop {
+        match attempt().await {
+            Ok(definite) => return definite,
+            Err(last_error) if Instant::now() + RETRY_PAUSE >= give_up => {
+                return (Outcome::Unknown, Some(last_error));
+            }
+            Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+        }
+    }
+}
+
+/// The record of an operation that has just completed.
+fn operation(
+    client: &str,
+    kind: OperationKind,
+    order_id: String,
+    priority: u32,
+    invoked_at_ms: u64,
+    (outcome, detail): (Outcome, Option<String>),
+) -> ClientOperation {
     ClientOperation {
         client: client.to_owned(),
-        kind: OperationKind::Enqueue,
+        kind,
         order_id,
         priority,
         invoked_at_ms,

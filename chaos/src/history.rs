@@ -255,8 +255,7 @@ mod tests {
 
     #[test]
     fn a_history_round_trips_through_its_directory() {
-        let dir = std::env::temp_dir().join(format!("chaos-history-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::tempdir().expect("temporary directory");
         let history = History {
             operations: vec![ClientOperation {
                 client: "checkout-1".into(),
@@ -290,9 +289,11 @@ mod tests {
                 },
             }],
         };
-        history.save(&dir).unwrap();
-        assert_eq!(History::load(&dir).unwrap(), history);
-        std::fs::remove_dir_all(&dir).unwrap();
+        history.save(dir.path()).expect("the history is written");
+        assert_eq!(
+            History::load(dir.path()).expect("a saved history loads"),
+            history
+        );
     }
 
     fn ledger_line(dequeued_at: &str, executed_at: &str) -> executor::ledger::Execution {
@@ -311,7 +312,7 @@ mod tests {
     fn a_ledger_line_becomes_an_execution_in_milliseconds() {
         let line = ledger_line("2026-11-27T10:00:00.250Z", "2026-11-27T11:00:00.500+01:00");
         assert_eq!(
-            Execution::from_ledger(&line).unwrap(),
+            Execution::from_ledger(&line).expect("both times are RFC 3339"),
             Execution {
                 order_id: "o-1".into(),
                 executor_id: "executor-2".into(),
@@ -339,16 +340,14 @@ mod tests {
 
     #[test]
     fn a_bad_line_is_named_by_file_and_number() {
-        let dir = std::env::temp_dir().join(format!("chaos-bad-line-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(NEMESIS_FILE);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join(NEMESIS_FILE);
         std::fs::write(
             &path,
             "{\"at_ms\":1,\"action\":\"heal\",\"target\":\"q\"}\n\nnot json\n",
         )
-        .unwrap();
+        .expect("history file written");
         let error = read_lines::<NemesisEvent>(&path).unwrap_err().to_string();
         assert!(error.contains("nemesis.jsonl, line 3"), "{error}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -215,19 +215,16 @@ impl Network {
 
     /// Cuts node `node_id` off from its peers and every client.
     pub fn partition(&self, node_id: u64) -> anyhow::Result<()> {
-        let node = self.layout.node(node_id)?;
-        ip(&[
-            "-n",
-            &self.layout.switch,
-            "link",
-            "set",
-            &node.host_veth,
-            "down",
-        ])
+        self.set_node_link(node_id, "down")
     }
 
     /// Joins node `node_id` to the network again.
     pub fn heal(&self, node_id: u64) -> anyhow::Result<()> {
+        self.set_node_link(node_id, "up")
+    }
+
+    /// Takes the switch's end of node `node_id`'s veth `down` or `up`.
+    fn set_node_link(&self, node_id: u64, state: &str) -> anyhow::Result<()> {
         let node = self.layout.node(node_id)?;
         ip(&[
             "-n",
@@ -235,7 +232,7 @@ impl Network {
             "link",
             "set",
             &node.host_veth,
-            "up",
+            state,
         ])
     }
 }
@@ -316,7 +313,10 @@ mod tests {
         assert_eq!(layout.bridge_addr(), Ipv4Addr::new(10, 213, 42, 1));
         assert_eq!(layout.subnet(), "10.213.42.0/24");
         assert_eq!(layout.nodes[2].addr, Ipv4Addr::new(10, 213, 42, 13));
-        assert_eq!(layout.node(2).unwrap().namespace, "chqa1b2c3-2");
+        assert_eq!(
+            layout.node(2).expect("node 2 is in the layout").namespace,
+            "chqa1b2c3-2"
+        );
         assert!(layout.node(4).is_err());
     }
 }

@@ -181,20 +181,18 @@ mod tests {
 
     #[test]
     fn the_listening_address_is_read_after_the_offset() {
-        let dir = std::env::temp_dir().join(format!("chaos-listening-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("service.log");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = dir.path().join("service.log");
         let first = "{\"message\":\"listening\",\"addr\":\"127.0.0.1:1000\"}\n";
         let second = "{\"fields\":{\"message\":\"listening\",\"addr\":\"127.0.0.1:2000\"}}\n";
-        std::fs::write(&log, format!("{first}not json\n{second}")).unwrap();
+        std::fs::write(&log, format!("{first}not json\n{second}")).expect("log written");
         assert_eq!(
-            logged_listening(&log, 0).unwrap(),
-            Some("127.0.0.1:1000".parse().unwrap())
+            logged_listening(&log, 0).expect("the log is readable"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 1000)))
         );
         assert_eq!(
-            logged_listening(&log, first.len() as u64).unwrap(),
-            Some("127.0.0.1:2000".parse().unwrap())
+            logged_listening(&log, first.len() as u64).expect("the log is readable"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 2000)))
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

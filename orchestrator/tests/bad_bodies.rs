@@ -10,6 +10,7 @@ use axum::http::{Method, Request, StatusCode};
 use clap::Parser;
 use orchestrator::Config;
 use orchestrator::backends::Backends;
+use orchestrator::checkout::{SampleOrder, sample_request};
 use orchestrator::cluster::ClusterMonitor;
 use orchestrator::error::ErrorBody;
 use orchestrator::rejections::RejectionLog;
@@ -95,26 +96,21 @@ fn checkout(body: impl Into<Body>) -> Request<Body> {
         .expect("request")
 }
 
+/// The sample order as the 2025 page sends it: terms under `termsAccepted`.
 fn valid_body() -> Value {
-    json!({
-        "user": {"name": "Ada", "contact": "ada@example.com"},
-        "creditCard": {"number": "4111111111111111", "expirationDate": "12/30", "cvv": "123"},
-        "userComment": "",
-        "items": [{"name": "Dune", "quantity": 2}, {"name": "The Hobbit", "quantity": 1}],
-        "discountCode": "",
-        "shippingMethod": "Standard",
-        "giftMessage": "",
-        "billingAddress": {"street": "1 Main St", "city": "Tartu", "state": "", "zip": "50090", "country": "Estonia"},
-        "giftWrapping": false,
-        "termsAccepted": true,
-        "notificationPreferences": ["email"],
-        "device": {"type": "Desktop", "model": "PC", "os": "Linux"},
-        "browser": {"name": "Firefox", "version": "140"},
-        "appVersion": "1.0",
-        "screenResolution": "1920x1080",
-        "referrer": "",
-        "deviceLanguage": "en"
-    })
+    let mut body = sample_request(&SampleOrder {
+        name: "Ada",
+        contact: "ada@example.com",
+        card_number: "4111111111111111",
+        cvv: "123",
+        items: &[("Dune", 2), ("The Hobbit", 1)],
+    });
+    let fields = body.as_object_mut().expect("the sample is an object");
+    let terms = fields
+        .remove("termsAndConditionsAccepted")
+        .expect("the sample accepts the terms");
+    fields.insert("termsAccepted".to_owned(), terms);
+    body
 }
 
 /// Every field of the body as a JSON pointer, with the name the error must mention.

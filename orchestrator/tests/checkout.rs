@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{System, post_checkout, valid_order};
+use common::{System, post_checkout, post_checkout_with_key, valid_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -274,7 +274,6 @@ async fn no_card_number_or_cvv_reaches_the_queue_data_the_logs_or_the_answers() 
         ..Default::default()
     })
     .await;
-    let client = reqwest::Client::new();
     let mut approved = valid_order();
     approved["creditCard"]["cvv"] = json!(CVV);
     let mut unspaced = approved.clone();
@@ -295,16 +294,8 @@ async fn no_card_number_or_cvv_reaches_the_queue_data_the_logs_or_the_answers() 
     let mut order_ids = Vec::new();
     let mut approved_ids = Vec::new();
     for (key, order, expected) in orders {
-        let answer: Value = client
-            .post(system.url("/checkout"))
-            .header("Idempotency-Key", format!("card-grep-{key}"))
-            .json(&order)
-            .send()
-            .await
-            .expect("orchestrator answers")
-            .json()
-            .await
-            .expect("JSON body");
+        let (_, answer) =
+            post_checkout_with_key(&system, &order, Some(&format!("card-grep-{key}"))).await;
         assert_eq!(answer["status"], expected, "{key}: {answer}");
         let order_id = answer["orderId"].as_str().expect("orderId").to_owned();
         answers.push(answer.to_string());

@@ -6,25 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Options, ScriptedCluster, System, valid_order};
+use common::{Options, ScriptedCluster, System, post_checkout_with_key, valid_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn checkout(
-    system: &System,
-    body: &Value,
-    idempotency_key: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .post(system.url("/checkout"))
-        .json(body);
-    if let Some(key) = idempotency_key {
-        request = request.header("Idempotency-Key", key);
-    }
-    let response = request.send().await.expect("orchestrator answers");
-    let status = response.status();
-    (status, response.json().await.expect("JSON body"))
-}
 
 async fn order_status(system: &System, order_id: &str) -> (StatusCode, Value) {
     let response = reqwest::get(system.url(&format!("/orders/{order_id}")))
@@ -37,7 +21,7 @@ async fn order_status(system: &System, order_id: &str) -> (StatusCode, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_order_is_queued_by_priority_and_a_rejected_one_is_known() {
     let system = System::start().await;
-    let (status, answer) = checkout(&system, &valid_order(), None).await;
+    let (status, answer) = post_checkout_with_key(&system, &valid_order(), None).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (StatusCode::OK, Some("Order Approved")),
@@ -55,7 +39,7 @@ async fn an_approved_order_is_queued_by_priority_and_a_rejected_one_is_known() {
 
     let mut rejected = valid_order();
     rejected["creditCard"]["number"] = json!("4532 0151 1283 0367");
-    let (_, answer) = checkout(&system, &rejected, None).await;
+    let (_, answer) = post_checkout_with_key(&system, &rejected, None).await;
     assert_eq!(answer["status"], "Order Rejected", "{answer}");
     let (status, order) = order_status(&system, answer["orderId"].as_str().expect("orderId")).await;
     assert_eq!(
@@ -75,8 +59,10 @@ async fn an_approved_order_is_queued_by_priority_and_a_rejected_one_is_known() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_checkout_with_the_same_key_is_one_order() {
     let mut system = System::start().await;
-    let (_, first) = checkout(&system, &valid_order(), Some("cart-42-attempt-1")).await;
-    let (_, second) = checkout(&system, &valid_order(), Some("cart-42-attempt-1")).await;
+    let (_, first) =
+        post_checkout_with_key(&system, &valid_order(), Some("cart-42-attempt-1")).await;
+    let (_, second) =
+        post_checkout_with_key(&system, &valid_order(), Some("cart-42-attempt-1")).await;
     assert_eq!(first["status"], "Order Approved", "{first}");
     assert_eq!(first["orderId"], second["orderId"]);
     let queue = system
@@ -101,7 +87,7 @@ async fn without_a_queue_leader_checkout_is_a_clear_503_and_nothing_is_placed() 
     }
 
     let started = Instant::now();
-    let (status, error) = checkout(&system, &valid_order(), Some("no-quorum")).await;
+    let (status, error) = post_checkout_with_key(&system, &valid_order(), Some("no-quorum")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
     assert_eq!(error["error"]["code"], "queue_unavailable", "{error}");
     assert!(
@@ -152,7 +138,7 @@ async fn checkouts_go_on_while_the_queue_leader_is_killed() {
             tokio::task::block_in_place(|| cluster.run(&["kill", leader.trim()]));
         }
         let started = Instant::now();
-        let (status, answer) = checkout(&system, &valid_order(), None).await;
+        let (status, answer) = post_checkout_with_key(&system, &valid_order(), None).await;
         assert_eq!(status, StatusCode::OK, "checkout {n} failed: {answer}");
         assert_eq!(answer["status"], "Order Approved", "{answer}");
         assert!(

@@ -253,12 +253,23 @@ pub async fn post_checkout(
     system: &System,
     body: &serde_json::Value,
 ) -> (reqwest::StatusCode, serde_json::Value) {
-    let response = reqwest::Client::new()
+    post_checkout_with_key(system, body, None).await
+}
+
+/// POSTs `body` to /checkout, with an `Idempotency-Key` header when `idempotency_key` is given;
+/// returns the status and the JSON answer.
+pub async fn post_checkout_with_key(
+    system: &System,
+    body: &serde_json::Value,
+    idempotency_key: Option<&str>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = reqwest::Client::new()
         .post(system.url("/checkout"))
-        .json(body)
-        .send()
-        .await
-        .expect("orchestrator answers");
+        .json(body);
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("orchestrator answers");
     let status = response.status();
     (status, response.json().await.expect("JSON body"))
 }
