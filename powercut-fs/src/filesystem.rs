@@ -5,8 +5,10 @@
 //! - Entries and attributes: every reply carries a zero TTL, so each path lookup and `stat`
 //!   asks the volume again.
 //! - File data: every open answers `FOPEN_DIRECT_IO` (reads and writes bypass the page cache) and
-//!   never `FOPEN_KEEP_CACHE` (each open drops whatever pages the inode had); and the session never
-//!   asks for the writeback cache, so a `write` returns only once the volume has the bytes.
+//!   never `FOPEN_KEEP_CACHE` (each open drops whatever pages the inode had, which private
+//!   mappings read through); and the session never asks for the writeback cache, so a `write`
+//!   returns only once the volume has the bytes. A consequence: shared mappings (`MAP_SHARED`)
+//!   are refused with `ENODEV`; neither sled nor the snapshot code maps files.
 //! - Locks (`flock`, `fcntl`): not negotiated, so the kernel keeps them itself, per inode, and
 //!   they end with the processes holding them, as they do on a disk.
 //!

@@ -204,6 +204,12 @@ impl Mount {
     }
 }
 
+// The chaos run shares one mount between the nemesis that cuts it and the memory check.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Mount>();
+};
+
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Err(error) = self.shut_down() {

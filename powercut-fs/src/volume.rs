@@ -807,7 +807,7 @@ impl Volume {
             stale_names = stale.len();
         }
         if let Some(node) = self.durable.get_mut(&child) {
-            node.nlink -= stale_names as u32;
+            node.nlink = node.nlink.saturating_sub(stale_names as u32);
         }
     }
 
