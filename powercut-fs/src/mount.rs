@@ -86,13 +86,20 @@ impl Mount {
     /// Mounts a fresh, empty volume at directory `path`, which must exist. Its root belongs to
     /// this process's user and is durable from the start.
     pub fn new(path: impl AsRef<Path>) -> Result<Self, MountError> {
-        let path = path.as_ref().to_path_buf();
         if let Some(reason) = fuse_unavailable() {
             return Err(MountError::Unavailable(reason));
         }
         if !fusermount_installed() {
             return Err(MountError::NoFusermount);
         }
+        // Absolute, so that unmounting finds it whatever the working directory is by then.
+        let path = path
+            .as_ref()
+            .canonicalize()
+            .map_err(|source| MountError::Mount {
+                path: path.as_ref().to_path_buf(),
+                source,
+            })?;
         let mount_error = |source| MountError::Mount {
             path: path.clone(),
             source,
