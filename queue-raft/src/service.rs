@@ -18,7 +18,7 @@
 //! The protobuf conversions sit at the bottom, one per `From`/`TryFrom`.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bookstore_proto as pb;
 use bookstore_proto::order_queue_server::{OrderQueue, OrderQueueServer};
@@ -28,6 +28,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::ClusterSecret;
+use crate::clock::NodeClock;
 use crate::proposer::{Committed, Proposer};
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
@@ -134,18 +135,6 @@ impl From<RequestError> for Status {
     }
 }
 
-/// The leader's clock in milliseconds since the Unix epoch, stamped into each command. Only the
-/// leader's proposals commit, so replicas see the leader's time.
-fn now_ms() -> u64 {
-    // A clock before 1970 is broken; 0 then only means the state machine keeps its own latest
-    // time (it never moves backwards).
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
 fn required_text(field: &'static str, value: String) -> Result<String, RequestError> {
     if value.trim().is_empty() {
         return Err(RequestError::invalid(field, "must not be empty"));
@@ -184,18 +173,26 @@ pub struct OrderQueueService {
     state: StateMachineStore,
     /// Required by the membership changes.
     secret: ClusterSecret,
+    /// The node's one clock, read for every command's stamp.
+    clock: NodeClock,
 }
 
 impl OrderQueueService {
     /// A service for `raft`, with a [`Proposer`] of its own (started on the current runtime);
-    /// membership changes require `secret`.
-    pub fn new(raft: Raft<TypeConfig>, state: StateMachineStore, secret: ClusterSecret) -> Self {
+    /// membership changes require `secret`; commands are stamped from `clock`.
+    pub fn new(
+        raft: Raft<TypeConfig>,
+        state: StateMachineStore,
+        secret: ClusterSecret,
+        clock: NodeClock,
+    ) -> Self {
         let proposer = Proposer::start(raft.clone());
         Self {
             raft,
             proposer,
             state,
             secret,
+            clock,
         }
     }
 
@@ -288,7 +285,7 @@ impl OrderQueueService {
             .iter()
             .map(|order| order.order_id().to_owned())
             .collect();
-        let now_ms = now_ms();
+        let now_ms = self.clock.wall_ms();
         let commands = orders
             .into_iter()
             .map(|order| Command::Enqueue { order, now_ms })
@@ -351,7 +348,7 @@ impl OrderQueueService {
             .write(Command::Campaign {
                 executor_id: executor_id.clone(),
                 ttl_ms,
-                now_ms: now_ms(),
+                now_ms: self.clock.wall_ms(),
             })
             .await?;
         match written.response {
@@ -402,7 +399,7 @@ impl OrderQueueService {
                 executor_id,
                 token: request.token,
                 ttl_ms,
-                now_ms: now_ms(),
+                now_ms: self.clock.wall_ms(),
             })
             .await?;
         match written.response {
@@ -433,7 +430,7 @@ impl OrderQueueService {
             .write(Command::Resign {
                 executor_id: executor_id.clone(),
                 token: request.token,
-                now_ms: now_ms(),
+                now_ms: self.clock.wall_ms(),
             })
             .await?;
         match written.response {
@@ -469,7 +466,7 @@ impl OrderQueueService {
             .write(Command::Dequeue {
                 executor_id: executor_id.clone(),
                 token: request.token,
-                now_ms: now_ms(),
+                now_ms: self.clock.wall_ms(),
             })
             .await?;
         match written.response {
@@ -512,7 +509,7 @@ impl OrderQueueService {
                 executor_id: executor_id.clone(),
                 token,
                 order_id,
-                now_ms: now_ms(),
+                now_ms: self.clock.wall_ms(),
             })
             .await?;
         let refused = |refusal: String| pb::AcknowledgeResponse {
