@@ -1,5 +1,16 @@
-//! The queue node's one clock: every time reading the node makes for the commands it stamps goes
-//! through a [`NodeClock`].
+//! The queue node's one clock: every time reading the node makes for the commands it stamps, and
+//! for the lease it reports, goes through a [`NodeClock`].
+//!
+//! Two clocks, kept apart:
+//! - The monotonic clock (`std::time::Instant`, Linux's `CLOCK_MONOTONIC`: never stepped, only
+//!   slewed by NTP, and counting while the process is stopped) is the only one lease time is
+//!   read from. [`NodeClock::leader_stamp`] reads it as milliseconds since this node began
+//!   leading the term, on a [`Timeline`] of its own (term, a random incarnation of this process,
+//!   and the wall time it began at, for showing). It begins at the first reading asked for as
+//!   leader of that term, which is after the node won the election: later than the election is
+//!   the safe side, since it only makes a lease held over from the last leader last longer (see
+//!   `crate::state_machine`, "Time").
+//! - The wall clock is read only for times shown to people (`Timeline::began_at_ms`).
 //!
 //! The wall clock it reads can be offset at run time for fault injection: with
 //! `--clock-offset-file PATH` (env `QUEUE_CLOCK_OFFSET_FILE`), the file holds a signed offset in
@@ -10,30 +21,85 @@
 //! inode, which is noticed even when the size and modification time stay the same. A file that
 //! does not parse leaves the last offset in force and is logged. Without the flag the clock is
 //! the system's and nothing is checked.
+//!
+//! The offset stands for a wall clock that is set wrong or stepped (by hand, by NTP, by a bad
+//! real-time clock): it moves what `CLOCK_REALTIME` moves and never the monotonic clock, which no
+//! such fault moves either. Since lease time is monotonic, it changes only the times shown to
+//! people: a chaos run that offsets nodes proves that no decision rests on a wall clock. That it
+//! took effect shows in the node's log (`clock offset changed`, with the offset) and in the shown
+//! times (`executed_at_ms`, `lease_expires_at_ms`) of the next term this node leads.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// The clock of one queue node. Clones share the offset file's cached value.
-#[derive(Debug, Clone, Default)]
+use crate::state_machine::{Stamp, Timeline};
+
+/// The clock of one queue node. Clones share the offset file's cached value and the timeline.
+#[derive(Debug, Clone)]
 pub struct NodeClock {
-    /// The fault-injection offset, when the node was started with one.
+    /// The fault-injection offset of the wall clock, when the node was started with one.
     offset: Option<Arc<OffsetFile>>,
+    /// Drawn once per process: see [`Timeline::incarnation`].
+    incarnation: u64,
+    /// The timeline of the latest term this node was asked to read as leader, and when it began
+    /// on the monotonic clock. Held only while it is read or replaced.
+    leading: Arc<Mutex<Option<LeaderTimeline>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LeaderTimeline {
+    timeline: Timeline,
+    began: Instant,
 }
 
 impl NodeClock {
-    /// The system clock, offset by the file at `offset_file` if one is given.
+    /// The system clock, its wall clock offset by the file at `offset_file` if one is given.
     pub fn new(offset_file: Option<PathBuf>) -> Self {
         Self {
             offset: offset_file.map(|path| Arc::new(OffsetFile::new(path))),
+            incarnation: rand::random(),
+            leading: Arc::new(Mutex::new(None)),
         }
     }
 
+    /// A reading of the monotonic clock on this node's timeline as leader of `term`, begun now
+    /// if this is the first reading asked for that term. `None` if a later term was read
+    /// already: the caller saw the term before it changed, and no longer leads it.
+    pub fn leader_stamp(&self, term: u64) -> Option<Stamp> {
+        let now = Instant::now();
+        // A panic while the lock was held left the timeline whole (it is written in one piece).
+        let mut leading = self.leading.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = match *leading {
+            Some(current) if current.timeline.term == term => current,
+            Some(current) if current.timeline.term > term => return None,
+            _ => {
+                let begun = LeaderTimeline {
+                    timeline: Timeline {
+                        term,
+                        incarnation: self.incarnation,
+                        began_at_ms: self.wall_ms(),
+                    },
+                    began: now,
+                };
+                tracing::info!(
+                    term,
+                    incarnation = self.incarnation,
+                    "leader clock began for this term"
+                );
+                *leading = Some(begun);
+                begun
+            }
+        };
+        let elapsed_ms =
+            u64::try_from(now.duration_since(current.began).as_millis()).unwrap_or(u64::MAX);
+        Some(Stamp::new(current.timeline, elapsed_ms))
+    }
+
     /// The wall clock in milliseconds since the Unix epoch, offset as the offset file says now.
-    pub fn wall_ms(&self) -> u64 {
+    fn wall_ms(&self) -> u64 {
         let offset_ms = self.offset.as_ref().map_or(0, |file| file.offset_ms());
         offset_wall_ms(SystemTime::now(), offset_ms)
     }
@@ -149,6 +215,47 @@ mod tests {
         let temporary = path.with_extension("tmp");
         std::fs::write(&temporary, text).expect("write the offset");
         std::fs::rename(&temporary, path).expect("rename the offset into place");
+    }
+
+    #[test]
+    fn a_term_has_one_timeline_whose_readings_only_grow() {
+        let clock = NodeClock::new(None);
+        let first = clock.leader_stamp(3).expect("leads term 3");
+        std::thread::sleep(Duration::from_millis(20));
+        let second = clock.leader_stamp(3).expect("leads term 3");
+        assert_eq!(first.timeline, second.timeline);
+        assert_eq!(first.timeline.term, 3);
+        assert!(second.elapsed_ms >= first.elapsed_ms + 20);
+        let next_term = clock.leader_stamp(5).expect("leads term 5");
+        assert_eq!(next_term.timeline.term, 5);
+        assert!(next_term.elapsed_ms < 20, "a new term's clock starts at 0");
+        assert_eq!(clock.leader_stamp(3), None, "term 3 is over");
+    }
+
+    #[test]
+    fn each_run_of_the_process_has_a_timeline_of_its_own() {
+        let (one, other) = (NodeClock::new(None), NodeClock::new(None));
+        let (one, other) = (one.leader_stamp(7), other.leader_stamp(7));
+        let (one, other) = (one.expect("leads"), other.expect("leads"));
+        assert_ne!(one.timeline.incarnation, other.timeline.incarnation);
+    }
+
+    #[test]
+    fn the_offset_moves_only_the_shown_time_of_a_timeline() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("offset");
+        let clock = NodeClock::new(Some(path.clone()));
+        let before = clock.leader_stamp(2).expect("leads");
+        set_offset(&path, "3600000");
+        std::thread::sleep(Duration::from_millis(5));
+        let jumped = clock.leader_stamp(2).expect("leads");
+        assert_eq!(jumped.timeline, before.timeline);
+        assert!(
+            jumped.elapsed_ms < 1_000,
+            "an hour's jump moved the monotonic reading"
+        );
+        let next = clock.leader_stamp(3).expect("leads");
+        assert!(next.timeline.began_at_ms >= before.timeline.began_at_ms + 3_600_000);
     }
 
     #[test]

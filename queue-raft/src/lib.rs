@@ -69,6 +69,7 @@ pub use node::{NodeConfig, NodeError};
 pub use sm_store::{QueueSnapshotBuilder, StateMachineStore};
 pub use state_machine::{
     Command, CommandResponse, Lease, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
+    Stamp, Timeline,
 };
 
 /// A Raft node's id.
