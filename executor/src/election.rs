@@ -6,9 +6,12 @@
 //!   is work: an idle system writes nothing to the Raft log; waiting executors only read the
 //!   leader's `ClusterStatus`.
 //! - [`ConfirmedLease`]: until when the executor may act on its lease, by its own monotonic
-//!   clock. The cluster stamps a grant or renewal with the leader's clock when it proposes it,
-//!   which is after the executor asked, so the lease lasts at least until `asked_at + ttl`. A
-//!   margin (a tenth of the TTL) is kept for clock skew between the queue nodes and timer slack.
+//!   clock. The cluster counts a grant or renewal on its leader's monotonic clock from when the
+//!   leader stamped it, which is after the executor asked, and a new leader honours it for a full
+//!   TTL from its start (queue-raft's `state_machine`, "Time"), so the lease lasts at least until
+//!   `asked_at + ttl` of the leader's clock. The executor relies on nine tenths of that: the
+//!   tenth left covers the difference in rate between its clock and the leaders' and timer
+//!   slack. No wall clock is read for any of it, here or in the cluster.
 
 use std::time::Duration;
 
@@ -22,8 +25,9 @@ pub struct LeaseView {
     /// Empty when no lease is recorded.
     pub holder: String,
     pub token: u64,
-    /// In the queue leader's milliseconds since the Unix epoch.
-    pub expires_at_ms: u64,
+    /// How long the lease has left by the answering node's reckoning: on the leader, by its
+    /// monotonic clock as it answered.
+    pub remaining_ms: u64,
     /// Orders waiting (the one executing, if any, is not counted).
     pub queue_depth: u64,
 }
@@ -49,7 +53,7 @@ impl From<&pb::ClusterStatusResponse> for LeaseView {
         Self {
             holder: status.lease_holder.clone(),
             token: status.lease_token,
-            expires_at_ms: status.lease_expires_at_ms,
+            remaining_ms: status.lease_remaining_ms,
             queue_depth: status.queue_depth,
         }
     }
@@ -57,10 +61,10 @@ impl From<&pb::ClusterStatusResponse> for LeaseView {
 
 impl LeaseView {
     /// Campaign when the lease is free and orders wait; or when a lease is still recorded but
-    /// expired by `now_ms` (only a command clears it, and the order that was executing under it
-    /// is queued again only then, so someone must campaign even if nothing else waits). A lease
+    /// has no time left (only a command clears it, and the order that was executing under it is
+    /// queued again only then, so someone must campaign even if nothing else waits). A lease
     /// recorded as this executor's own is given back (see [`Outlook::GiveBack`]).
-    pub fn outlook(&self, executor_id: &str, now_ms: u64) -> Outlook {
+    pub fn outlook(&self, executor_id: &str) -> Outlook {
         if self.holder.is_empty() {
             return if self.queue_depth > 0 {
                 Outlook::Campaign
@@ -71,7 +75,7 @@ impl LeaseView {
         if self.holder == executor_id {
             return Outlook::GiveBack { token: self.token };
         }
-        if now_ms >= self.expires_at_ms {
+        if self.remaining_ms == 0 {
             return Outlook::Campaign;
         }
         Outlook::HeldBy {
@@ -132,25 +136,25 @@ fn usable_part(ttl: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    fn view(holder: &str, expires_at_ms: u64, queue_depth: u64) -> LeaseView {
+    fn view(holder: &str, remaining_ms: u64, queue_depth: u64) -> LeaseView {
         LeaseView {
             holder: holder.to_owned(),
             token: 7,
-            expires_at_ms,
+            remaining_ms,
             queue_depth,
         }
     }
 
     #[test]
     fn a_free_lease_is_sought_only_when_orders_wait() {
-        assert_eq!(view("", 0, 3).outlook("e1", 1_000), Outlook::Campaign);
-        assert_eq!(view("", 0, 0).outlook("e1", 1_000), Outlook::Idle);
+        assert_eq!(view("", 0, 3).outlook("e1"), Outlook::Campaign);
+        assert_eq!(view("", 0, 0).outlook("e1"), Outlook::Idle);
     }
 
     #[test]
-    fn an_unexpired_lease_of_another_is_followed() {
+    fn a_lease_of_another_with_time_left_is_followed() {
         assert_eq!(
-            view("e2", 2_000, 5).outlook("e1", 1_999),
+            view("e2", 1, 5).outlook("e1"),
             Outlook::HeldBy {
                 holder: "e2".to_owned(),
                 token: 7
@@ -162,14 +166,14 @@ mod tests {
     fn an_expired_lease_is_sought_even_with_nothing_queued() {
         // The order that was executing under it goes back to the queue only when a command
         // clears the lease.
-        assert_eq!(view("e2", 2_000, 0).outlook("e1", 2_000), Outlook::Campaign);
+        assert_eq!(view("e2", 0, 0).outlook("e1"), Outlook::Campaign);
     }
 
     #[test]
     fn an_executor_gives_back_a_lease_recorded_as_its_own() {
         let recorded = view("e1", 9_000, 0);
         assert_eq!(
-            recorded.outlook("e1", 1_000),
+            recorded.outlook("e1"),
             Outlook::GiveBack {
                 token: recorded.token
             }

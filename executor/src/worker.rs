@@ -25,12 +25,17 @@
 //! retried after a growing pause, never fatal. Waiting executors read one node's status (no Raft
 //! write) and campaign only when there is something to do, so an idle system writes nothing.
 //!
-//! An acknowledgement is retried until the cluster answers it: a retry with the same token is
-//! answered as the first attempt was if that one committed, and is refused as stale otherwise
-//! once the lease ended, so it is never applied twice nor confused.
+//! An acknowledgement is retried until the cluster answers it, while the lease's confirmed end
+//! has not passed (after it, the executor neither executes nor acknowledges): a retry with the
+//! same token is answered as the first attempt was if that one committed, and is refused as
+//! stale otherwise once the lease ended, so it is never applied twice nor confused.
+//!
+//! Every lease decision here is on the monotonic clock (`tokio::time::Instant`); when to
+//! campaign follows the time the queue's leader says the lease has left. The wall clock is read
+//! only for the ledger's times.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bookstore_proto as pb;
 use queue_raft::{ClientError, OrderItem, QueueClient, QueuedOrder};
@@ -151,7 +156,7 @@ impl Worker {
                 return self.candidate_failed(&error, stop).await;
             }
         };
-        match view.outlook(&self.executor_id, wall_clock_ms()) {
+        match view.outlook(&self.executor_id) {
             Outlook::Campaign => {}
             Outlook::Idle => {
                 self.candidate_failures = 0;
@@ -331,7 +336,7 @@ impl Worker {
                 return self.give_up(&lease, error.into(), Some(&order_id)).await;
             }
         }
-        match self.acknowledge(token, &order_id, stop).await {
+        match self.acknowledge(&lease, &order_id, stop).await {
             Some(answer) if answer.accepted => {
                 tracing::info!(
                     order_id,
@@ -514,16 +519,30 @@ impl Worker {
         }
     }
 
-    /// Acknowledges the order until the cluster answers. An attempt in flight is never cut off
-    /// by shutdown (the effect is already recorded); only the pauses between attempts are.
+    /// Acknowledges the order until the cluster answers, each attempt only while the lease may
+    /// still be relied on: once its confirmed end has passed, another executor may hold the
+    /// lease, and the order is left for the cluster to give back (an earlier attempt may have
+    /// counted; the cluster's record says). An attempt in flight is never cut off, by shutdown or
+    /// by the lease's end (the effect is already recorded, and the cluster judges the token);
+    /// only the pauses between attempts are.
     async fn acknowledge(
         &self,
-        token: u64,
+        lease: &ConfirmedLease,
         order_id: &str,
         stop: &CancellationToken,
     ) -> Option<pb::AcknowledgeResponse> {
+        let token = lease.token();
         let mut failures = 0;
         loop {
+            if !lease.is_valid_at(Instant::now()) {
+                tracing::warn!(
+                    executor_id = self.executor_id,
+                    order_id,
+                    token,
+                    "the lease may have ended; not acknowledging"
+                );
+                return None;
+            }
             match self
                 .client
                 .acknowledge(&self.executor_id, token, order_id)
@@ -627,17 +646,6 @@ fn queued_order(order: pb::QueuedOrder) -> QueuedOrder {
 /// This machine's wall clock as the ledger writes it: RFC 3339, UTC, milliseconds.
 fn rfc3339_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// This machine's wall clock in milliseconds since the Unix epoch, to compare with the lease's
-/// expiry as the queue's leader stamped it (only to decide when to campaign).
-fn wall_clock_ms() -> u64 {
-    // A clock before 1970 is broken; 0 then only delays campaigning against an expired lease.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //!   only after sled has flushed it.
 //! - [`sm_store`]: openraft's state machine around [`QueueState`]: applies entries, builds and
 //!   installs snapshots, and persists the current snapshot so a restarted node recovers from it.
+//! - [`clock`]: the node's one clock, which every command's time is read from, with the
+//!   fault-injection hook that offsets it (`--clock-offset-file`).
 //! - [`codec`]: the one bincode configuration of everything the queue encodes, decoding with
 //!   lengths bounded by the bytes actually there.
 //! - [`error`]: what can go wrong opening the stores.
@@ -44,6 +46,7 @@
 pub mod auth;
 pub mod batching;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod log_store;
@@ -66,6 +69,7 @@ pub use node::{NodeConfig, NodeError};
 pub use sm_store::{QueueSnapshotBuilder, StateMachineStore};
 pub use state_machine::{
     Command, CommandResponse, Lease, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
+    Stamp, Timeline,
 };
 
 /// A Raft node's id.

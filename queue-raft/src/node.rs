@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 
 use crate::auth::ClusterSecret;
+use crate::clock::NodeClock;
 use crate::metrics;
 use crate::network::GrpcNetworkFactory;
 use crate::raft_service::RaftTransportService;
@@ -66,6 +67,9 @@ pub struct NodeConfig {
     pub join: bool,
     /// What every Raft RPC and membership change must present, to this node and to its peers.
     pub secret: ClusterSecret,
+    /// A fault-injection hook: a file holding an offset for this node's wall clock (see
+    /// [`crate::clock`]). `None` in normal use.
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -89,6 +93,7 @@ impl NodeConfig {
             logs_to_keep: DEFAULT_LOGS_TO_KEEP,
             join: false,
             secret,
+            clock_offset_file: None,
         }
     }
 
@@ -208,7 +213,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         return Err(error);
     }
 
-    let client_api = OrderQueueService::new(raft.clone(), state_machine, config.secret.clone());
+    let client_api = OrderQueueService::new(
+        raft.clone(),
+        state_machine,
+        config.secret.clone(),
+        NodeClock::new(config.clock_offset_file.clone()),
+    );
     let routes = Routes::new(client_api.into_server()).add_service(
         RaftTransportService::new(raft.clone()).into_guarded_server(config.secret.clone()),
     );

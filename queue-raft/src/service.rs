@@ -1,5 +1,6 @@
 //! Inbound client API: the gRPC service `OrderQueue` (proto/order_queue.proto). The handlers only
-//! translate: a request becomes a [`Command`] stamped with this node's clock, goes through
+//! translate: a request becomes a [`Command`] stamped with this node's clock as leader (a node
+//! that does not lead stamps nothing and answers as a follower; see [`crate::clock`]), goes through
 //! `Raft::client_write`, and the [`CommandResponse`] becomes the answer. Reads ask openraft to
 //! confirm leadership first (`ensure_linearizable`), then read the applied state.
 //!
@@ -18,7 +19,7 @@
 //! The protobuf conversions sit at the bottom, one per `From`/`TryFrom`.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bookstore_proto as pb;
 use bookstore_proto::order_queue_server::{OrderQueue, OrderQueueServer};
@@ -28,10 +29,11 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::ClusterSecret;
+use crate::clock::NodeClock;
 use crate::proposer::{Committed, Proposer};
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
-    StateMachineStore, TypeConfig,
+    Stamp, StateMachineStore, TypeConfig,
 };
 
 /// The gRPC service name, as health checks know it.
@@ -98,6 +100,23 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for RequestErr
     }
 }
 
+impl From<CommandResponse> for RequestError {
+    /// A campaign or renewal stamped before this node's current leadership is retried with a
+    /// fresh stamp (the client retries `UNAVAILABLE`); any other answer is unexpected here.
+    fn from(response: CommandResponse) -> Self {
+        match response {
+            CommandResponse::StaleStamp {
+                stamped_term,
+                current_term,
+            } => RequestError::Unavailable(format!(
+                "the request was stamped in term {stamped_term}, before the queue's term \
+                 {current_term}; ask again"
+            )),
+            other => RequestError::UnexpectedAnswer(other),
+        }
+    }
+}
+
 impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>> for RequestError {
     fn from(error: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>) -> Self {
         match error {
@@ -132,18 +151,6 @@ impl From<RequestError> for Status {
             RequestError::UnexpectedAnswer(_) => Status::internal(message),
         }
     }
-}
-
-/// The leader's clock in milliseconds since the Unix epoch, stamped into each command. Only the
-/// leader's proposals commit, so replicas see the leader's time.
-fn now_ms() -> u64 {
-    // A clock before 1970 is broken; 0 then only means the state machine keeps its own latest
-    // time (it never moves backwards).
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 fn required_text(field: &'static str, value: String) -> Result<String, RequestError> {
@@ -184,18 +191,26 @@ pub struct OrderQueueService {
     state: StateMachineStore,
     /// Required by the membership changes.
     secret: ClusterSecret,
+    /// The node's one clock, read for every command's stamp and the lease's remaining time.
+    clock: NodeClock,
 }
 
 impl OrderQueueService {
     /// A service for `raft`, with a [`Proposer`] of its own (started on the current runtime);
-    /// membership changes require `secret`.
-    pub fn new(raft: Raft<TypeConfig>, state: StateMachineStore, secret: ClusterSecret) -> Self {
+    /// membership changes require `secret`; commands are stamped from `clock`.
+    pub fn new(
+        raft: Raft<TypeConfig>,
+        state: StateMachineStore,
+        secret: ClusterSecret,
+        clock: NodeClock,
+    ) -> Self {
         let proposer = Proposer::start(raft.clone());
         Self {
             raft,
             proposer,
             state,
             secret,
+            clock,
         }
     }
 
@@ -210,6 +225,32 @@ impl OrderQueueService {
             .write(command)
             .await
             .map_err(|error| RequestError::from(*error))
+    }
+
+    /// A reading of this node's clock as leader of its current term, for a command it is about to
+    /// propose. A node that does not lead refuses as `client_write` would, naming the leader it
+    /// knows of.
+    fn stamp(&self) -> Result<Stamp, RequestError> {
+        let metrics = self.raft.metrics();
+        let term = {
+            let metrics = metrics.borrow();
+            if !metrics.state.is_leader() {
+                let leader_node = metrics
+                    .current_leader
+                    .and_then(|leader| metrics.membership_config.membership().get_node(&leader))
+                    .cloned();
+                return Err(RequestError::NotLeader(ForwardToLeader {
+                    leader_id: metrics.current_leader,
+                    leader_node,
+                }));
+            }
+            metrics.current_term
+        };
+        self.clock.leader_stamp(term).ok_or_else(|| {
+            RequestError::Unavailable(format!(
+                "this node's term moved on from {term} while the request was stamped"
+            ))
+        })
     }
 
     /// Reads the queue after making sure this node is still the leader and has applied every
@@ -288,10 +329,10 @@ impl OrderQueueService {
             .iter()
             .map(|order| order.order_id().to_owned())
             .collect();
-        let now_ms = now_ms();
+        let at = self.stamp()?;
         let commands = orders
             .into_iter()
-            .map(|order| Command::Enqueue { order, now_ms })
+            .map(|order| Command::Enqueue { at, order })
             .collect();
         let written = self.write(Command::group(commands)).await?;
         let responses = written.response.ungroup(order_ids.len());
@@ -349,9 +390,9 @@ impl OrderQueueService {
         let ttl_ms = lease_ttl_ms(request.ttl_ms)?;
         let written = self
             .write(Command::Campaign {
+                at: self.stamp()?,
                 executor_id: executor_id.clone(),
                 ttl_ms,
-                now_ms: now_ms(),
             })
             .await?;
         match written.response {
@@ -387,7 +428,7 @@ impl OrderQueueService {
                 holder,
                 expires_at_ms,
             }),
-            other => Err(RequestError::UnexpectedAnswer(other)),
+            other => Err(RequestError::from(other)),
         }
     }
 
@@ -399,10 +440,10 @@ impl OrderQueueService {
         let ttl_ms = lease_ttl_ms(request.ttl_ms)?;
         let written = self
             .write(Command::RenewLease {
+                at: self.stamp()?,
                 executor_id,
                 token: request.token,
                 ttl_ms,
-                now_ms: now_ms(),
             })
             .await?;
         match written.response {
@@ -420,7 +461,7 @@ impl OrderQueueService {
                 current_token: current.unwrap_or(0),
                 ..Default::default()
             }),
-            other => Err(RequestError::UnexpectedAnswer(other)),
+            other => Err(RequestError::from(other)),
         }
     }
 
@@ -431,9 +472,9 @@ impl OrderQueueService {
         let executor_id = required_text("executor_id", request.executor_id)?;
         let written = self
             .write(Command::Resign {
+                at: self.stamp()?,
                 executor_id: executor_id.clone(),
                 token: request.token,
-                now_ms: now_ms(),
             })
             .await?;
         match written.response {
@@ -467,9 +508,9 @@ impl OrderQueueService {
         let executor_id = required_text("executor_id", request.executor_id)?;
         let written = self
             .write(Command::Dequeue {
+                at: self.stamp()?,
                 executor_id: executor_id.clone(),
                 token: request.token,
-                now_ms: now_ms(),
             })
             .await?;
         match written.response {
@@ -509,10 +550,10 @@ impl OrderQueueService {
         let token = request.token;
         let written = self
             .write(Command::Acknowledge {
+                at: self.stamp()?,
                 executor_id: executor_id.clone(),
                 token,
                 order_id,
-                now_ms: now_ms(),
             })
             .await?;
         let refused = |refusal: String| pb::AcknowledgeResponse {
@@ -722,13 +763,19 @@ impl OrderQueueService {
                 u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
             }),
         };
-        let (queue_depth, executed_count, lease) = self
+        // On the leader, the lease's time left is read on its clock now.
+        let now = match metrics.state {
+            ServerState::Leader => self.clock.leader_stamp(metrics.current_term),
+            _ => None,
+        };
+        let (queue_depth, executed_count, lease, lease_remaining_ms) = self
             .state
             .read_queue(|queue| {
                 (
                     queue.queue_depth() as u64,
                     queue.executed_count(),
                     queue.lease().cloned(),
+                    queue.lease_remaining_ms(now.as_ref()),
                 )
             })
             .await;
@@ -751,6 +798,7 @@ impl OrderQueueService {
             lease_token: lease.as_ref().map_or(0, |lease| lease.token),
             lease_expires_at_ms: lease.as_ref().map_or(0, |lease| lease.expires_at_ms),
             millis_since_leader_contact,
+            lease_remaining_ms,
         }
     }
 }
@@ -1074,6 +1122,20 @@ mod tests {
         assert_eq!(unknown.code(), Code::FailedPrecondition);
         assert!(unknown.metadata().get(LEADER_ID_METADATA_KEY).is_none());
         assert!(unknown.metadata().get(LEADER_ADDR_METADATA_KEY).is_none());
+    }
+
+    #[test]
+    fn a_stale_stamp_is_answered_unavailable_so_that_the_client_asks_again() {
+        let status = Status::from(RequestError::from(CommandResponse::StaleStamp {
+            stamped_term: 4,
+            current_term: 5,
+        }));
+        assert_eq!(status.code(), Code::Unavailable);
+        let unexpected = RequestError::from(CommandResponse::QueueEmpty);
+        assert!(matches!(
+            unexpected,
+            RequestError::UnexpectedAnswer(CommandResponse::QueueEmpty)
+        ));
     }
 
     #[test]

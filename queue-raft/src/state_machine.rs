@@ -4,11 +4,9 @@
 //! Invariants it keeps (checked by the tests at the bottom):
 //! - Replicas applying the same commands in the same order end equal (`PartialEq`), and so do their
 //!   bincode encodings: every collection is ordered (`OrdMap`, encoded in key order like a
-//!   `BTreeMap`), and time comes only from the `now_ms` that the leader stamps into each command.
+//!   `BTreeMap`), and time comes only from the [`Stamp`] that the leader puts in each command.
 //! - Cloning the state is O(1): the maps are persistent (`imbl::OrdMap`, shared structure, copy
 //!   on write), so a snapshot is taken of a clone while commands go on being applied.
-//! - Time never goes backwards inside the state: a command stamped earlier than one already applied
-//!   (a new leader with a slower clock) is applied at the latest time seen.
 //! - Orders leave the ready queue by priority (sum of quantities, higher first), equal priority in
 //!   the order their enqueues were applied (`sequence`).
 //! - Every order id is recorded once and is in exactly one of: ready queue, executing (at most one
@@ -17,10 +15,136 @@
 //!   lease's token, presented by its holder, can renew, resign, dequeue or acknowledge.
 //! - When a lease ends (expiry or resignation) the order executing under it goes back to the ready
 //!   queue with its original priority and sequence, so it is the first to be dequeued again.
+//!
+//! # Time, and why no two executors hold the lease at once
+//!
+//! Lease time is never a wall clock. Each command carries a [`Stamp`]: a reading of the monotonic
+//! clock of the leader that proposed it, in milliseconds since that leader began leading, with the
+//! [`Timeline`] it was read on (the term, and the run of the process: a node restarted inside its
+//! term, which openraft allows, has a new clock). Within one timeline the state's time is the
+//! largest reading applied. A stamp of a later timeline starts a new one; a stamp of an earlier
+//! timeline leaves the time alone. Every lease expiry is counted in the current timeline, and when
+//! a new timeline begins, a lease held over from the old one is honoured for its full TTL from the
+//! new leader's start: how far the old clock had run says nothing about the new one.
+//!
+//! The executor's side (`executor::election::ConfirmedLease`): it relies on its lease until
+//! `asked + 9/10 TTL` on its own monotonic clock, `asked` being the moment it sent the campaign
+//! or renewal that the cluster confirmed, and it stops acting (no execution, no acknowledgement)
+//! after that. Why another executor cannot be granted the lease before then:
+//! - A stamp is read when the leader handles the request, after the executor sent it; and the
+//!   expiry the grant sets is counted from the state's time, which is that reading or a later one
+//!   of the same clock. Only a stamp of the current timeline may set an expiry: a campaign or
+//!   renewal stamped on an earlier timeline (held up in the leader's queue across an election) is
+//!   refused with [`CommandResponse::StaleStamp`], since the current time may have been read
+//!   before that executor asked.
+//! - Within a timeline, a later grant needs a reading at least TTL past the one the expiry was
+//!   counted from: at least TTL of the leader's clock after the executor asked.
+//! - Across timelines: an entry is committed only once a majority stored it, and every node of
+//!   that majority stored it before it voted for any later leader, who therefore began leading,
+//!   and began its clock (lazily, at its first reading as leader, see `crate::clock`), after the
+//!   stamp was read. The new leader honours the lease for a full TTL of its own clock from there.
+//! - The margin is the tenth of the TTL that the executor leaves unused. It covers the difference
+//!   in *rate* between the executor's monotonic clock and the leaders' (over one TTL; Linux's
+//!   `CLOCK_MONOTONIC` is slewed by NTP by at most 0.05%, so a tenth allows rates apart by up to
+//!   about 10%) and the rounding of readings to whole milliseconds. The clocks' *values* are never
+//!   compared across machines, so skews and jumps of the wall clocks do not matter; a machine
+//!   whose monotonic clock stops while it is suspended is outside this margin.
+//!
+//! What this costs: after every change of leader, a lease whose holder died ends a full TTL after
+//! the new leader's start rather than a TTL after the last renewal.
+//!
+//! Wall-clock times (`enqueued_at_ms`, `since_ms`, `at_ms`, a lease's `expires_at_ms`) are only
+//! shown to people: the state's time on the wall clock the current timeline's leader had when it
+//! began, plus the monotonic time since. Nothing is decided on them.
+//!
+//! # Format
+//!
+//! Every [`Stamp`] and every [`QueueState`] is encoded beginning with a format tag. Log entries
+//! and snapshots written before stamps existed (their commands carried a wall-clock `now_ms`)
+//! begin where the tag is with a length that cannot equal it, so they fail to decode, naming the
+//! cause, rather than being misread: a data directory of the older format is not readable and
+//! must be started afresh.
 
 use imbl::OrdMap;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cmp::Reverse;
+
+/// The format tag's value. Above any length an older entry or snapshot has where the tag is (a
+/// string's or the order map's), so older data never reads as tagged.
+const FORMAT_TAG: u32 = 0xC10C_0002;
+
+/// Written first in every [`Stamp`] and [`QueueState`]; decoding checks it (see the module's
+/// "Format").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct FormatTag;
+
+impl Serialize for FormatTag {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(FORMAT_TAG)
+    }
+}
+
+impl<'de> Deserialize<'de> for FormatTag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let tag = u32::deserialize(deserializer)?;
+        if tag != FORMAT_TAG {
+            return Err(serde::de::Error::custom(format!(
+                "not the queue's current format (tag {tag:#x}, expected {FORMAT_TAG:#x}): data \
+                 written by an older queue-node, whose commands carried wall-clock times, is not \
+                 readable; start the node on an empty data directory"
+            )));
+        }
+        Ok(FormatTag)
+    }
+}
+
+/// One run of one node leading one Raft term: the monotonic clock a [`Stamp`] was read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The term the node led.
+    pub term: u64,
+    /// Drawn at random by each run of the node process: a node that restarts and resumes leading
+    /// the same term has a clock that starts again from 0.
+    pub incarnation: u64,
+    /// The node's wall clock when it began, in milliseconds since the Unix epoch; only to show
+    /// times to people.
+    pub began_at_ms: u64,
+}
+
+/// When a command was proposed: a reading of the proposing leader's monotonic clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    format: FormatTag,
+    pub timeline: Timeline,
+    /// Milliseconds since the timeline began, on the leader's monotonic clock.
+    pub elapsed_ms: u64,
+}
+
+impl Stamp {
+    pub fn new(timeline: Timeline, elapsed_ms: u64) -> Self {
+        Self {
+            format: FormatTag,
+            timeline,
+            elapsed_ms,
+        }
+    }
+
+    /// This reading on the wall clock the timeline's leader had when it began; only for showing.
+    pub fn shown_ms(&self) -> u64 {
+        self.timeline.began_at_ms.saturating_add(self.elapsed_ms)
+    }
+}
+
+/// Where a stamp stands against the state's current timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Read on the current timeline.
+    Current,
+    /// Read on a later one: a later term, or the same term led by a restarted process.
+    Newer,
+    /// Read on an earlier term's timeline.
+    Older,
+}
 
 /// One line of an order: a book and how many copies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +200,7 @@ impl QueuedOrder {
     }
 }
 
-/// Where an order is in its life.
+/// Where an order is in its life. The times are shown times (see the module's doc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderStatus {
     /// Waiting in the ready queue.
@@ -103,6 +227,7 @@ pub struct OrderRecord {
     /// Position in commit order among all enqueues; breaks ties between equal priorities.
     pub sequence: u64,
     pub status: OrderStatus,
+    /// Shown time of the enqueue.
     pub enqueued_at_ms: u64,
 }
 
@@ -111,49 +236,55 @@ pub struct OrderRecord {
 pub struct Lease {
     pub holder: String,
     pub token: u64,
-    /// The lease is valid while the state's clock is strictly before this time.
+    /// The TTL asked for by the last grant or renewal; a new timeline honours it in full.
+    pub ttl_ms: u64,
+    /// The lease is valid while the state's time, on its current timeline, is strictly before
+    /// this many milliseconds since the timeline began.
+    pub expires_after_ms: u64,
+    /// That moment as shown to people (see the module's doc); never compared.
     pub expires_at_ms: u64,
 }
 
-/// A change to the queue, as replicated in the Raft log. `now_ms` is the leader's wall clock when
-/// it proposed the command; it is the only time the state machine ever sees.
+/// A change to the queue, as replicated in the Raft log. `at` is when the leader proposed it, the
+/// only time the state machine ever sees; it comes first so that older data fails to decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Adds an order to the ready queue unless its id is already known (idempotent).
-    Enqueue { order: QueuedOrder, now_ms: u64 },
+    Enqueue { at: Stamp, order: QueuedOrder },
     /// Asks for the lease. Granted with a new token when no lease is held (or it expired); when
-    /// `executor_id` already holds it, the lease is extended to `now + ttl_ms` keeping its token.
+    /// `executor_id` already holds it, the lease is extended to `now + ttl_ms` keeping its token
+    /// (never shortened).
     Campaign {
+        at: Stamp,
         executor_id: String,
         ttl_ms: u64,
-        now_ms: u64,
     },
-    /// Extends the caller's lease to `now + ttl_ms`.
+    /// Extends the caller's lease to `now + ttl_ms` (never shortens it).
     RenewLease {
+        at: Stamp,
         executor_id: String,
         token: u64,
         ttl_ms: u64,
-        now_ms: u64,
     },
     /// Gives the lease up; an order executing under it goes back to the ready queue.
     Resign {
+        at: Stamp,
         executor_id: String,
         token: u64,
-        now_ms: u64,
     },
     /// Takes the highest-priority order for execution, or returns the one already executing under
     /// this lease (so a retried dequeue is harmless).
     Dequeue {
+        at: Stamp,
         executor_id: String,
         token: u64,
-        now_ms: u64,
     },
     /// Marks the order executing under this lease as executed.
     Acknowledge {
+        at: Stamp,
         executor_id: String,
         token: u64,
         order_id: String,
-        now_ms: u64,
     },
     /// Commands proposed together in one log entry, applied one after another exactly as if
     /// each had an entry of its own. The leader groups the writes that arrive while earlier ones
@@ -174,20 +305,6 @@ impl Command {
             None => Command::Batch(commands),
         }
     }
-
-    /// The leader's clock when it proposed this command; for a batch, when it proposed the
-    /// latest of its commands (0 for an empty batch).
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Command::Enqueue { now_ms, .. }
-            | Command::Campaign { now_ms, .. }
-            | Command::RenewLease { now_ms, .. }
-            | Command::Resign { now_ms, .. }
-            | Command::Dequeue { now_ms, .. }
-            | Command::Acknowledge { now_ms, .. } => *now_ms,
-            Command::Batch(commands) => commands.iter().map(Command::now_ms).max().unwrap_or(0),
-        }
-    }
 }
 
 /// The outcome of applying one log entry, one variant per outcome so callers match, not parse.
@@ -200,7 +317,7 @@ pub enum CommandResponse {
         order_id: String,
         status: OrderStatus,
     },
-    /// A new lease with a fresh fencing token.
+    /// A new lease with a fresh fencing token; `expires_at_ms` is shown time.
     LeaseGranted { token: u64, expires_at_ms: u64 },
     /// The caller's lease was extended; the token is unchanged.
     LeaseRenewed { token: u64, expires_at_ms: u64 },
@@ -224,6 +341,12 @@ pub enum CommandResponse {
     /// The token is not the current lease's, the caller is not its holder, or it expired.
     /// `current` is the token of the lease in force, if any.
     StaleToken { current: Option<u64> },
+    /// A campaign or renewal stamped on an earlier term's timeline than the state's: its time
+    /// cannot bound a lease. Nothing changed; asking again gets a fresh stamp.
+    StaleStamp {
+        stamped_term: u64,
+        current_term: u64,
+    },
     /// The answer to a Raft entry that carries no command (blank or membership entries).
     NoCommand,
     /// The answers to a [`Command::Batch`], one per command, in order.
@@ -259,6 +382,7 @@ impl ReadyKey {
 /// The whole replicated queue: orders, ready queue, lease and the clock.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
+    format: FormatTag,
     /// Every order ever enqueued, by id.
     #[serde(deserialize_with = "crate::codec::deserialize_ord_map")]
     orders: OrdMap<String, OrderRecord>,
@@ -267,59 +391,111 @@ pub struct QueueState {
     ready: OrdMap<ReadyKey, String>,
     /// The id of the one `Executing` order; only ever set while `lease` is.
     executing_order: Option<String>,
+    /// Its expiry is counted on `clock`'s timeline.
     lease: Option<Lease>,
     /// The last fencing token handed out; 0 before the first grant.
     last_granted_token: u64,
     next_sequence: u64,
     executed_count: u64,
-    /// The latest `now_ms` of any applied command.
-    clock_ms: u64,
+    /// The state's time: the largest reading applied of the latest timeline.
+    clock: Stamp,
 }
 
 impl QueueState {
-    /// Applies one command. Every command first moves the clock forward to its `now_ms` (never
-    /// back) and ends a lease that has expired by then; a batch applies its commands in turn.
+    /// Applies one command. Every command first moves the clock (see the module's doc) and ends
+    /// a lease that has expired by then; a batch applies its commands in turn.
     pub fn apply(&mut self, command: &Command) -> CommandResponse {
         match command {
-            Command::Enqueue { order, now_ms } => self.at(*now_ms).enqueue(order),
+            Command::Enqueue { at, order } => {
+                self.advance(at);
+                self.enqueue(order)
+            }
             Command::Campaign {
+                at,
                 executor_id,
                 ttl_ms,
-                now_ms,
-            } => self.at(*now_ms).campaign(executor_id, *ttl_ms),
+            } => match self.advance(at) {
+                Reading::Older => self.stale_stamp(at),
+                Reading::Current | Reading::Newer => self.campaign(executor_id, *ttl_ms),
+            },
             Command::RenewLease {
+                at,
                 executor_id,
                 token,
                 ttl_ms,
-                now_ms,
-            } => self.at(*now_ms).renew_lease(executor_id, *token, *ttl_ms),
+            } => match self.advance(at) {
+                Reading::Older => self.stale_stamp(at),
+                Reading::Current | Reading::Newer => self.renew_lease(executor_id, *token, *ttl_ms),
+            },
             Command::Resign {
+                at,
                 executor_id,
                 token,
-                now_ms,
-            } => self.at(*now_ms).resign(executor_id, *token),
+            } => {
+                self.advance(at);
+                self.resign(executor_id, *token)
+            }
             Command::Dequeue {
+                at,
                 executor_id,
                 token,
-                now_ms,
-            } => self.at(*now_ms).dequeue(executor_id, *token),
+            } => {
+                self.advance(at);
+                self.dequeue(executor_id, *token)
+            }
             Command::Acknowledge {
+                at,
                 executor_id,
                 token,
                 order_id,
-                now_ms,
-            } => self.at(*now_ms).acknowledge(executor_id, *token, order_id),
+            } => {
+                self.advance(at);
+                self.acknowledge(executor_id, *token, order_id)
+            }
             Command::Batch(commands) => {
                 CommandResponse::Batch(commands.iter().map(|command| self.apply(command)).collect())
             }
         }
     }
 
-    /// Moves the clock forward to `now_ms` (never back) and ends a lease that expired by then.
-    fn at(&mut self, now_ms: u64) -> &mut Self {
-        self.clock_ms = self.clock_ms.max(now_ms);
+    /// Where `stamp` stands against the current timeline.
+    fn reading(&self, stamp: &Stamp) -> Reading {
+        let current = &self.clock.timeline;
+        if stamp.timeline == *current {
+            Reading::Current
+        } else if stamp.timeline.term >= current.term {
+            Reading::Newer
+        } else {
+            Reading::Older
+        }
+    }
+
+    /// Moves the clock to `at`: forward on the current timeline, or onto a newer timeline (where
+    /// a lease held over lasts a full TTL from its start); a stamp of an older one changes
+    /// nothing. Then ends a lease that expired by the clock. Returns where `at` stood.
+    fn advance(&mut self, at: &Stamp) -> Reading {
+        let reading = self.reading(at);
+        match reading {
+            Reading::Current => self.clock.elapsed_ms = self.clock.elapsed_ms.max(at.elapsed_ms),
+            Reading::Newer => {
+                self.clock = *at;
+                let began_at_ms = self.clock.timeline.began_at_ms;
+                if let Some(lease) = &mut self.lease {
+                    lease.expires_after_ms = lease.ttl_ms;
+                    lease.expires_at_ms = began_at_ms.saturating_add(lease.ttl_ms);
+                }
+            }
+            Reading::Older => {}
+        }
         self.maybe_expire_lease();
-        self
+        reading
+    }
+
+    fn stale_stamp(&self, at: &Stamp) -> CommandResponse {
+        CommandResponse::StaleStamp {
+            stamped_term: at.timeline.term,
+            current_term: self.clock.timeline.term,
+        }
     }
 
     /// The record of one order, whatever its status.
@@ -340,10 +516,28 @@ impl QueueState {
             .filter_map(|order_id| self.orders.get(order_id))
     }
 
-    /// The lease as of the last applied command. It may have expired since, by the caller's
-    /// clock; it is cleared when the next command is applied.
+    /// The lease as of the last applied command. It may have expired since; it is cleared when
+    /// the next command is applied, and [`QueueState::lease_remaining_ms`] says how long it has.
     pub fn lease(&self) -> Option<&Lease> {
         self.lease.as_ref()
+    }
+
+    /// How many milliseconds the lease has left (0 when there is none): at `now`, a reading of
+    /// the leader's clock, as the next command stamped `now` would find it; without one, as of
+    /// the last applied command.
+    pub fn lease_remaining_ms(&self, now: Option<&Stamp>) -> u64 {
+        let Some(lease) = &self.lease else {
+            return 0;
+        };
+        let (elapsed_ms, expires_after_ms) = match now.map(|now| (now, self.reading(now))) {
+            Some((now, Reading::Current)) => (
+                self.clock.elapsed_ms.max(now.elapsed_ms),
+                lease.expires_after_ms,
+            ),
+            Some((now, Reading::Newer)) => (now.elapsed_ms, lease.ttl_ms),
+            Some((_, Reading::Older)) | None => (self.clock.elapsed_ms, lease.expires_after_ms),
+        };
+        expires_after_ms.saturating_sub(elapsed_ms)
     }
 
     /// The order executing under the current lease, if any.
@@ -368,9 +562,9 @@ impl QueueState {
         self.last_granted_token
     }
 
-    /// The latest time of any applied command.
-    pub fn clock_ms(&self) -> u64 {
-        self.clock_ms
+    /// The state's time: the largest reading applied of the latest timeline.
+    pub fn clock(&self) -> &Stamp {
+        &self.clock
     }
 
     /// Ends the lease if the clock reached its expiry; returns whether it did.
@@ -378,7 +572,7 @@ impl QueueState {
         let expired = self
             .lease
             .as_ref()
-            .is_some_and(|lease| self.clock_ms >= lease.expires_at_ms);
+            .is_some_and(|lease| self.clock.elapsed_ms >= lease.expires_after_ms);
         if expired {
             self.end_lease();
         }
@@ -430,7 +624,7 @@ impl QueueState {
             order: order.clone(),
             sequence,
             status: OrderStatus::Queued,
-            enqueued_at_ms: self.clock_ms,
+            enqueued_at_ms: self.clock.shown_ms(),
         };
         self.ready
             .insert(ReadyKey::of(&record), order.order_id().to_owned());
@@ -441,16 +635,25 @@ impl QueueState {
         }
     }
 
+    /// Makes the lease last at least `ttl_ms` from the current time; returns the shown expiry.
+    /// Never shortens it, nor the TTL a new timeline honours: its holder relies on the longest
+    /// of the TTLs it was confirmed, as `executor::election::ConfirmedLease` does.
+    fn extend(lease: &mut Lease, clock: &Stamp, ttl_ms: u64) -> u64 {
+        lease.ttl_ms = lease.ttl_ms.max(ttl_ms);
+        let expires_after_ms = clock.elapsed_ms.saturating_add(ttl_ms);
+        if expires_after_ms > lease.expires_after_ms {
+            lease.expires_after_ms = expires_after_ms;
+            lease.expires_at_ms = clock.shown_ms().saturating_add(ttl_ms);
+        }
+        lease.expires_at_ms
+    }
+
     fn campaign(&mut self, executor_id: &str, ttl_ms: u64) -> CommandResponse {
-        let expires_at_ms = self.clock_ms.saturating_add(ttl_ms);
         match &mut self.lease {
-            Some(lease) if lease.holder == executor_id => {
-                lease.expires_at_ms = expires_at_ms;
-                CommandResponse::LeaseRenewed {
-                    token: lease.token,
-                    expires_at_ms,
-                }
-            }
+            Some(lease) if lease.holder == executor_id => CommandResponse::LeaseRenewed {
+                token: lease.token,
+                expires_at_ms: Self::extend(lease, &self.clock, ttl_ms),
+            },
             Some(lease) => CommandResponse::LeaseHeld {
                 holder: lease.holder.clone(),
                 expires_at_ms: lease.expires_at_ms,
@@ -458,11 +661,15 @@ impl QueueState {
             None => {
                 self.last_granted_token += 1;
                 let token = self.last_granted_token;
-                self.lease = Some(Lease {
+                let mut lease = Lease {
                     holder: executor_id.to_owned(),
                     token,
-                    expires_at_ms,
-                });
+                    ttl_ms,
+                    expires_after_ms: 0,
+                    expires_at_ms: 0,
+                };
+                let expires_at_ms = Self::extend(&mut lease, &self.clock, ttl_ms);
+                self.lease = Some(lease);
                 CommandResponse::LeaseGranted {
                     token,
                     expires_at_ms,
@@ -472,16 +679,16 @@ impl QueueState {
     }
 
     fn renew_lease(&mut self, executor_id: &str, token: u64, ttl_ms: u64) -> CommandResponse {
-        if let Err(refusal) = self.check_lease(executor_id, token) {
-            return refusal;
-        }
-        let expires_at_ms = self.clock_ms.saturating_add(ttl_ms);
-        if let Some(lease) = &mut self.lease {
-            lease.expires_at_ms = expires_at_ms;
-        }
-        CommandResponse::LeaseRenewed {
-            token,
-            expires_at_ms,
+        match &mut self.lease {
+            Some(lease) if lease.holder == executor_id && lease.token == token => {
+                CommandResponse::LeaseRenewed {
+                    token,
+                    expires_at_ms: Self::extend(lease, &self.clock, ttl_ms),
+                }
+            }
+            other => CommandResponse::StaleToken {
+                current: other.as_ref().map(|lease| lease.token),
+            },
         }
     }
 
@@ -509,7 +716,7 @@ impl QueueState {
         let Some(order_id) = self.ready.remove(&next) else {
             return CommandResponse::QueueEmpty;
         };
-        let since_ms = self.clock_ms;
+        let since_ms = self.clock.shown_ms();
         let record = self.record_mut(&order_id);
         record.status = OrderStatus::Executing {
             executor_id: executor_id.to_owned(),
@@ -555,7 +762,7 @@ impl QueueState {
                 },
             };
         }
-        let at_ms = self.clock_ms;
+        let at_ms = self.clock.shown_ms();
         self.executing_order = None;
         self.executed_count += 1;
         self.record_mut(order_id).status = OrderStatus::Executed {
@@ -591,61 +798,112 @@ mod tests {
         QueuedOrder::new(order_id, "Ada", items)
     }
 
-    fn enqueue(order_id: &str, quantities: &[u32], now_ms: u64) -> Command {
+    /// The timeline of the tests that have one leader: term 1, begun at the epoch, so that a
+    /// reading's shown time is the reading.
+    const ONE_LEADER: Timeline = Timeline {
+        term: 1,
+        incarnation: 1,
+        began_at_ms: 0,
+    };
+
+    /// Anything that stands for a stamp: a reading of [`ONE_LEADER`]'s clock, or a stamp.
+    trait AtTime {
+        fn stamp(self) -> Stamp;
+    }
+
+    impl AtTime for u64 {
+        fn stamp(self) -> Stamp {
+            Stamp::new(ONE_LEADER, self)
+        }
+    }
+
+    impl AtTime for Stamp {
+        fn stamp(self) -> Stamp {
+            self
+        }
+    }
+
+    fn enqueue(order_id: &str, quantities: &[u32], at: impl AtTime) -> Command {
         Command::Enqueue {
+            at: at.stamp(),
             order: order(order_id, quantities),
-            now_ms,
         }
     }
 
-    fn campaign(executor_id: &str, ttl_ms: u64, now_ms: u64) -> Command {
+    fn campaign(executor_id: &str, ttl_ms: u64, at: impl AtTime) -> Command {
         Command::Campaign {
+            at: at.stamp(),
             executor_id: executor_id.into(),
             ttl_ms,
-            now_ms,
         }
     }
 
-    fn renew(executor_id: &str, token: u64, ttl_ms: u64, now_ms: u64) -> Command {
+    fn renew(executor_id: &str, token: u64, ttl_ms: u64, at: impl AtTime) -> Command {
         Command::RenewLease {
+            at: at.stamp(),
             executor_id: executor_id.into(),
             token,
             ttl_ms,
-            now_ms,
         }
     }
 
-    fn resign(executor_id: &str, token: u64, now_ms: u64) -> Command {
+    fn resign(executor_id: &str, token: u64, at: impl AtTime) -> Command {
         Command::Resign {
+            at: at.stamp(),
             executor_id: executor_id.into(),
             token,
-            now_ms,
         }
     }
 
-    fn dequeue(executor_id: &str, token: u64, now_ms: u64) -> Command {
+    fn dequeue(executor_id: &str, token: u64, at: impl AtTime) -> Command {
         Command::Dequeue {
+            at: at.stamp(),
             executor_id: executor_id.into(),
             token,
-            now_ms,
         }
     }
 
-    fn acknowledge(executor_id: &str, token: u64, order_id: &str, now_ms: u64) -> Command {
+    fn acknowledge(executor_id: &str, token: u64, order_id: &str, at: impl AtTime) -> Command {
         Command::Acknowledge {
+            at: at.stamp(),
             executor_id: executor_id.into(),
             token,
             order_id: order_id.into(),
-            now_ms,
+        }
+    }
+
+    /// The stamp a command carries (the last one's, for a batch).
+    fn stamp_of(command: &Command) -> Option<Stamp> {
+        match command {
+            Command::Enqueue { at, .. }
+            | Command::Campaign { at, .. }
+            | Command::RenewLease { at, .. }
+            | Command::Resign { at, .. }
+            | Command::Dequeue { at, .. }
+            | Command::Acknowledge { at, .. } => Some(*at),
+            Command::Batch(commands) => commands.last().and_then(stamp_of),
         }
     }
 
     /// Applies a campaign that must be granted and returns the new token.
-    fn grant(state: &mut QueueState, executor_id: &str, ttl_ms: u64, now_ms: u64) -> u64 {
-        match state.apply(&campaign(executor_id, ttl_ms, now_ms)) {
+    fn grant(state: &mut QueueState, executor_id: &str, ttl_ms: u64, at: impl AtTime) -> u64 {
+        match state.apply(&campaign(executor_id, ttl_ms, at)) {
             CommandResponse::LeaseGranted { token, .. } => token,
             other => panic!("expected a grant, got {other:?}"),
         }
+    }
+
+    /// A reading of the clock of node run `incarnation` leading `term`, which began at wall
+    /// time `began_at_ms`.
+    fn reading(term: u64, incarnation: u64, began_at_ms: u64, elapsed_ms: u64) -> Stamp {
+        Stamp::new(
+            Timeline {
+                term,
+                incarnation,
+                began_at_ms,
+            },
+            elapsed_ms,
+        )
     }
 
     fn dequeued_id(response: CommandResponse) -> String {
@@ -772,6 +1030,8 @@ mod tests {
             Some(&Lease {
                 holder: "e1".into(),
                 token: 1,
+                ttl_ms: 100,
+                expires_after_ms: 150,
                 expires_at_ms: 150
             })
         );
@@ -833,6 +1093,24 @@ mod tests {
             }
         );
         assert_eq!(state.lease().map(|lease| lease.expires_at_ms), Some(590));
+    }
+
+    #[test]
+    fn a_renewal_never_shortens_the_lease() {
+        let mut state = QueueState::default();
+        let token = grant(&mut state, "e1", 1_000, 0);
+        assert_eq!(
+            state.apply(&renew("e1", token, 100, 500)),
+            CommandResponse::LeaseRenewed {
+                token,
+                expires_at_ms: 1_000
+            }
+        );
+        assert_eq!(state.lease().map(|lease| lease.ttl_ms), Some(1_000));
+        assert!(matches!(
+            state.apply(&campaign("e2", 100, 999)),
+            CommandResponse::LeaseHeld { .. }
+        ));
     }
 
     #[test]
@@ -932,16 +1210,13 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_batch_changes_nothing_and_a_batch_is_as_late_as_its_latest_command() {
+    fn an_empty_batch_changes_nothing() {
         let mut state = QueueState::default();
         assert_eq!(
             state.apply(&Command::Batch(Vec::new())),
             CommandResponse::Batch(Vec::new())
         );
         assert_eq!(state, QueueState::default());
-        let batch = Command::Batch(vec![campaign("e1", 100, 30), campaign("e2", 100, 20)]);
-        assert_eq!(batch.now_ms(), 30);
-        assert_eq!(Command::Batch(Vec::new()).now_ms(), 0);
     }
 
     #[test]
@@ -949,9 +1224,9 @@ mod tests {
         let mut state = QueueState::default();
         assert!(!state.maybe_expire_lease());
         grant(&mut state, "e1", 100, 0);
-        state.clock_ms = 99;
+        state.clock.elapsed_ms = 99;
         assert!(!state.maybe_expire_lease());
-        state.clock_ms = 100;
+        state.clock.elapsed_ms = 100;
         assert!(state.maybe_expire_lease());
         assert!(state.lease().is_none());
     }
@@ -1114,14 +1389,14 @@ mod tests {
     }
 
     #[test]
-    fn time_never_goes_backwards() {
+    fn time_never_goes_backwards_on_one_leaders_clock() {
         let mut state = QueueState::default();
         let token = grant(&mut state, "e1", 100, 1_000);
         state.apply(&enqueue("a", &[1], 1_100));
         assert!(state.lease().is_none(), "the lease expired at 1100");
-        // A new leader whose clock is behind: the state keeps its own time.
+        // Stamped earlier, applied later (requests race to the proposer): the time stays.
         state.apply(&enqueue("b", &[1], 500));
-        assert_eq!(state.clock_ms(), 1_100);
+        assert_eq!(state.clock().elapsed_ms, 1_100);
         assert_eq!(
             state.order_status("b").map(|record| record.enqueued_at_ms),
             Some(1_100)
@@ -1137,6 +1412,290 @@ mod tests {
                 expires_at_ms: 1_150
             }
         );
+    }
+
+    /// Claim 4 of issue 14, skew: a leader grants e1 a 4 s lease; 500 ms later the next leader,
+    /// whose wall clock is 10 s ahead, proposes e2's campaign. On wall-clock stamps e2 was granted
+    /// at once, while e1 relied on its lease for 3.1 s more.
+    #[test]
+    fn a_next_leader_with_a_skewed_wall_clock_honours_the_lease_for_a_full_ttl() {
+        const WALL_MS: u64 = 1_800_000_000_000;
+        let mut state = QueueState::default();
+        let first = reading(1, 1, WALL_MS, 1_000);
+        grant(&mut state, "e1", 4_000, first);
+        // Node 2 began leading 500 ms later by the real time, 10 s later by its wall clock.
+        let skewed = |elapsed_ms| reading(2, 2, WALL_MS + 1_500 + 10_000, elapsed_ms);
+        assert_eq!(
+            state.apply(&campaign("e2", 4_000, skewed(0))),
+            CommandResponse::LeaseHeld {
+                holder: "e1".into(),
+                expires_at_ms: WALL_MS + 1_500 + 10_000 + 4_000
+            }
+        );
+        assert!(matches!(
+            state.apply(&campaign("e2", 4_000, skewed(3_999))),
+            CommandResponse::LeaseHeld { .. }
+        ));
+        assert!(matches!(
+            state.apply(&campaign("e2", 4_000, skewed(4_000))),
+            CommandResponse::LeaseGranted { token: 2, .. }
+        ));
+    }
+
+    /// Claim 4 of issue 14, jump: a leader whose clock is far ahead (on wall-clock stamps: a
+    /// forward jump of 20 s; here: a leader that has led for days) grants e1 a 1 s lease and e1
+    /// never renews. On wall-clock stamps every later leader's campaign was refused until its own
+    /// clock passed the jumped one, 20 s later.
+    #[test]
+    fn how_far_an_earlier_leaders_clock_ran_does_not_hold_a_lease() {
+        let mut state = QueueState::default();
+        grant(&mut state, "e1", 1_000, reading(1, 1, 20_000, 400_000_000));
+        let next = |elapsed_ms| reading(2, 2, 0, elapsed_ms);
+        assert!(matches!(
+            state.apply(&campaign("e2", 1_000, next(999))),
+            CommandResponse::LeaseHeld { .. }
+        ));
+        assert!(matches!(
+            state.apply(&campaign("e2", 1_000, next(1_000))),
+            CommandResponse::LeaseGranted { token: 2, .. }
+        ));
+    }
+
+    /// openraft lets a node that restarts resume leading its term; its clock starts from 0
+    /// again. Had its readings joined the old run's, time would stand still until the new run
+    /// caught up with how long the old one had led.
+    #[test]
+    fn a_restarted_leader_of_the_same_term_has_a_timeline_of_its_own() {
+        let mut state = QueueState::default();
+        grant(&mut state, "e1", 1_000, reading(3, 1, 0, 50_000));
+        let restarted = |elapsed_ms| reading(3, 2, 0, elapsed_ms);
+        assert!(matches!(
+            state.apply(&campaign("e2", 1_000, restarted(10))),
+            CommandResponse::LeaseHeld { .. }
+        ));
+        assert_eq!(state.lease_remaining_ms(None), 990);
+        assert!(matches!(
+            state.apply(&campaign("e2", 1_000, restarted(1_000))),
+            CommandResponse::LeaseGranted { token: 2, .. }
+        ));
+    }
+
+    /// A command stamped by the leader of an earlier term (held up in its queue across an
+    /// election) moves no time, and may not set a lease's expiry: the state's time may have been
+    /// read before that executor asked.
+    #[test]
+    fn an_earlier_terms_stamp_moves_no_time_and_sets_no_expiry() {
+        let mut state = QueueState::default();
+        let token = grant(&mut state, "e1", 1_000, reading(2, 1, 0, 100));
+        state.apply(&enqueue("a", &[1], reading(3, 1, 5_000, 200)));
+        let before = state.clone();
+        let old = reading(2, 1, 0, 900);
+        let stale = CommandResponse::StaleStamp {
+            stamped_term: 2,
+            current_term: 3,
+        };
+        assert_eq!(state.apply(&renew("e1", token, 1_000, old)), stale);
+        assert_eq!(state.apply(&campaign("e2", 1_000, old)), stale);
+        assert_eq!(state, before);
+        state.apply(&enqueue("b", &[1], old));
+        assert_eq!(state.clock(), before.clock());
+        assert_eq!(
+            state.order_status("b").map(|record| record.enqueued_at_ms),
+            Some(5_200),
+            "shown at the state's time"
+        );
+        // The executor's calls under its lease are judged by the state's time, whatever their
+        // stamp: the lease is still valid.
+        assert!(matches!(
+            state.apply(&dequeue("e1", token, old)),
+            CommandResponse::Dequeued { .. }
+        ));
+    }
+
+    #[test]
+    fn the_lease_left_is_read_on_the_leaders_clock_now() {
+        let mut state = QueueState::default();
+        assert_eq!(state.lease_remaining_ms(None), 0);
+        grant(&mut state, "e1", 1_000, reading(4, 1, 0, 300));
+        assert_eq!(
+            state.lease_remaining_ms(None),
+            1_000,
+            "as of the last command"
+        );
+        let same = |elapsed_ms| reading(4, 1, 0, elapsed_ms);
+        assert_eq!(state.lease_remaining_ms(Some(&same(800))), 500);
+        assert_eq!(state.lease_remaining_ms(Some(&same(200))), 1_000);
+        assert_eq!(state.lease_remaining_ms(Some(&same(5_000))), 0);
+        let next_leader = reading(5, 1, 0, 250);
+        assert_eq!(state.lease_remaining_ms(Some(&next_leader)), 750);
+        let earlier = reading(3, 1, 0, 10_000);
+        assert_eq!(state.lease_remaining_ms(Some(&earlier)), 1_000);
+    }
+
+    #[test]
+    fn shown_times_are_the_timelines_wall_clock_plus_its_monotonic_time() {
+        let mut state = QueueState::default();
+        let began = 1_800_000_000_000;
+        let token = grant(&mut state, "e1", 1_000, reading(1, 1, began, 40));
+        assert_eq!(
+            state.lease().map(|lease| lease.expires_at_ms),
+            Some(began + 1_040)
+        );
+        state.apply(&enqueue("a", &[1], reading(1, 1, began, 60)));
+        assert_eq!(
+            state.order_status("a").map(|record| record.enqueued_at_ms),
+            Some(began + 60)
+        );
+        // A new leader whose wall clock is an hour behind: the held-over lease is shown ending a
+        // TTL after it began, on its wall clock.
+        let behind = began - 3_600_000;
+        state.apply(&dequeue("e1", token, reading(2, 2, behind, 5)));
+        assert_eq!(
+            state.lease().map(|lease| lease.expires_at_ms),
+            Some(behind + 1_000)
+        );
+    }
+
+    /// Older data is refused rather than misread (module doc, "Format"): the commands and the
+    /// state as the queue encoded them when commands carried a wall-clock `now_ms`.
+    #[test]
+    fn entries_and_snapshots_of_the_older_format_are_refused() {
+        use std::collections::BTreeMap;
+
+        #[derive(Serialize)]
+        enum OlderCommand {
+            Enqueue {
+                order: QueuedOrder,
+                now_ms: u64,
+            },
+            Campaign {
+                executor_id: String,
+                ttl_ms: u64,
+                now_ms: u64,
+            },
+            RenewLease {
+                executor_id: String,
+                token: u64,
+                ttl_ms: u64,
+                now_ms: u64,
+            },
+            Resign {
+                executor_id: String,
+                token: u64,
+                now_ms: u64,
+            },
+            Dequeue {
+                executor_id: String,
+                token: u64,
+                now_ms: u64,
+            },
+            Acknowledge {
+                executor_id: String,
+                token: u64,
+                order_id: String,
+                now_ms: u64,
+            },
+            Batch(Vec<OlderCommand>),
+        }
+
+        #[derive(Serialize)]
+        struct OlderLease {
+            holder: String,
+            token: u64,
+            expires_at_ms: u64,
+        }
+
+        #[derive(Serialize)]
+        struct OlderState {
+            orders: BTreeMap<String, OrderRecord>,
+            ready: BTreeMap<ReadyKey, String>,
+            executing_order: Option<String>,
+            lease: Option<OlderLease>,
+            last_granted_token: u64,
+            next_sequence: u64,
+            executed_count: u64,
+            clock_ms: u64,
+        }
+
+        let now_ms = 1_795_773_600_000;
+        let executor_id = "executor-1".to_owned();
+        let commands = [
+            OlderCommand::Enqueue {
+                order: order("a", &[2]),
+                now_ms,
+            },
+            OlderCommand::Campaign {
+                executor_id: executor_id.clone(),
+                ttl_ms: 2_000,
+                now_ms,
+            },
+            OlderCommand::RenewLease {
+                executor_id: executor_id.clone(),
+                token: 1,
+                ttl_ms: 2_000,
+                now_ms,
+            },
+            OlderCommand::Resign {
+                executor_id: executor_id.clone(),
+                token: 1,
+                now_ms,
+            },
+            OlderCommand::Dequeue {
+                executor_id: executor_id.clone(),
+                token: 1,
+                now_ms,
+            },
+            OlderCommand::Acknowledge {
+                executor_id: executor_id.clone(),
+                token: 1,
+                order_id: "a".into(),
+                now_ms,
+            },
+        ];
+        let batch = OlderCommand::Batch(vec![
+            OlderCommand::Dequeue {
+                executor_id: executor_id.clone(),
+                token: 1,
+                now_ms,
+            },
+            OlderCommand::Resign {
+                executor_id,
+                token: 1,
+                now_ms,
+            },
+        ]);
+        for command in commands.iter().chain([&batch]) {
+            let bytes = crate::codec::encode(command).expect("encodes");
+            let error = crate::codec::decode::<Command>(&bytes).expect_err("older command refused");
+            assert!(
+                error.to_string().contains("older queue-node"),
+                "unexpected error: {error}"
+            );
+        }
+
+        let mut state = QueueState::default();
+        state.apply(&enqueue("a", &[1], 5));
+        let older = OlderState {
+            orders: state
+                .orders
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ready: state.ready.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            executing_order: None,
+            lease: Some(OlderLease {
+                holder: "executor-1".into(),
+                token: 1,
+                expires_at_ms: now_ms,
+            }),
+            last_granted_token: 1,
+            next_sequence: 1,
+            executed_count: 0,
+            clock_ms: now_ms,
+        };
+        let bytes = crate::codec::encode(&older).expect("encodes");
+        let error = crate::codec::decode::<QueueState>(&bytes).expect_err("older state refused");
+        assert!(error.to_string().contains("older queue-node"), "{error}");
     }
 
     #[test]
@@ -1284,10 +1843,32 @@ mod tests {
         ]
     }
 
-    /// A step and how far the proposing leader's clock moved since the previous one; negative
-    /// moves stand for a new leader whose clock is behind.
-    fn timed_steps() -> impl Strategy<Value = Vec<(Step, i64)>> {
-        vec((step(), -30i64..100), 0..150)
+    /// How the stamp of a step's command differs from the previous one's.
+    #[derive(Debug, Clone)]
+    enum TimeMove {
+        /// The same leader's clock read this much later (earlier, for a command stamped before
+        /// the previous one but applied after it).
+        Advance(i64),
+        /// Another leader took over: the next term, or with `same_term` the same node restarted
+        /// within its term, read `elapsed_ms` after it began.
+        NewLeader { same_term: bool, elapsed_ms: u64 },
+        /// Stamped by the leader of the term before, before the current leader began (a command
+        /// held up across an election).
+        Stale,
+    }
+
+    fn time_move() -> impl Strategy<Value = TimeMove> {
+        prop_oneof![
+            12 => (-30i64..100).prop_map(TimeMove::Advance),
+            1 => (any::<bool>(), 0u64..50)
+                .prop_map(|(same_term, elapsed_ms)| TimeMove::NewLeader { same_term, elapsed_ms }),
+            1 => Just(TimeMove::Stale),
+        ]
+    }
+
+    /// Steps, each with how its stamp moved from the previous one.
+    fn timed_steps() -> impl Strategy<Value = Vec<(Step, TimeMove)>> {
+        vec((step(), time_move()), 0..150)
     }
 
     /// Drives one state through generated steps, checking every property after each command,
@@ -1296,7 +1877,12 @@ mod tests {
         state: QueueState,
         commands: Vec<Command>,
         responses: Vec<CommandResponse>,
-        now_ms: u64,
+        /// The current leader's latest reading.
+        now: Stamp,
+        /// The previous leader's last reading, once there was one of an earlier term.
+        earlier_term: Option<Stamp>,
+        /// Leaders so far; numbers each one's incarnation.
+        leaders: u64,
         own_tokens: [u64; EXECUTORS.len()],
         last_granted: u64,
         enqueued: BTreeSet<String>,
@@ -1309,7 +1895,9 @@ mod tests {
                 state: QueueState::default(),
                 commands: Vec::new(),
                 responses: Vec::new(),
-                now_ms: 0,
+                now: Stamp::new(ONE_LEADER, 0),
+                earlier_term: None,
+                leaders: 1,
                 own_tokens: [0; EXECUTORS.len()],
                 last_granted: 0,
                 enqueued: BTreeSet::new(),
@@ -1326,15 +1914,12 @@ mod tests {
             }
         }
 
-        fn command(&self, step: &Step) -> Command {
-            let now_ms = self.now_ms;
+        fn command(&self, step: &Step, at: Stamp) -> Command {
             match step {
                 Step::Enqueue { order, quantities } => {
-                    enqueue(&format!("order-{order}"), quantities, now_ms)
+                    enqueue(&format!("order-{order}"), quantities, at)
                 }
-                Step::Campaign { executor, ttl_ms } => {
-                    campaign(EXECUTORS[*executor], *ttl_ms, now_ms)
-                }
+                Step::Campaign { executor, ttl_ms } => campaign(EXECUTORS[*executor], *ttl_ms, at),
                 Step::Renew {
                     executor,
                     token,
@@ -1343,13 +1928,13 @@ mod tests {
                     EXECUTORS[*executor],
                     self.token(*executor, token),
                     *ttl_ms,
-                    now_ms,
+                    at,
                 ),
                 Step::Resign { executor, token } => {
-                    resign(EXECUTORS[*executor], self.token(*executor, token), now_ms)
+                    resign(EXECUTORS[*executor], self.token(*executor, token), at)
                 }
                 Step::Dequeue { executor, token } => {
-                    dequeue(EXECUTORS[*executor], self.token(*executor, token), now_ms)
+                    dequeue(EXECUTORS[*executor], self.token(*executor, token), at)
                 }
                 Step::Acknowledge {
                     executor,
@@ -1369,20 +1954,27 @@ mod tests {
                         EXECUTORS[*executor],
                         self.token(*executor, token),
                         &order_id,
-                        now_ms,
+                        at,
                     )
                 }
             }
         }
 
-        /// Whether `before` should honour `token` from `executor_id` at `now_ms`, decided from the
-        /// lease alone rather than from the code under test.
-        fn lease_valid(before: &QueueState, executor_id: &str, token: u64, now_ms: u64) -> bool {
-            let clock_ms = before.clock_ms().max(now_ms);
+        /// Whether `before` should honour `token` from `executor_id` at `at`, decided from the
+        /// lease and the clock alone rather than from the code under test: on the same timeline
+        /// time is the latest reading; a newer one honours the lease a full TTL from its start; an
+        /// older one moves nothing.
+        fn lease_valid(before: &QueueState, executor_id: &str, token: u64, at: &Stamp) -> bool {
+            let clock = before.clock();
             before.lease().is_some_and(|lease| {
-                lease.holder == executor_id
-                    && lease.token == token
-                    && clock_ms < lease.expires_at_ms
+                let (elapsed_ms, expires_after_ms) = if at.timeline == clock.timeline {
+                    (clock.elapsed_ms.max(at.elapsed_ms), lease.expires_after_ms)
+                } else if at.timeline.term >= clock.timeline.term {
+                    (at.elapsed_ms, lease.ttl_ms)
+                } else {
+                    (clock.elapsed_ms, lease.expires_after_ms)
+                };
+                lease.holder == executor_id && lease.token == token && elapsed_ms < expires_after_ms
             })
         }
 
@@ -1421,7 +2013,8 @@ mod tests {
             command: &Command,
             response: &CommandResponse,
         ) -> Result<(), TestCaseError> {
-            let now_ms = command.now_ms();
+            let at = stamp_of(command).expect("generated commands are not batches");
+            let stale_stamp = at.timeline.term < before.clock().timeline.term;
             let (executor_id, token) = match command {
                 Command::RenewLease {
                     executor_id, token, ..
@@ -1437,7 +2030,18 @@ mod tests {
                 } => (executor_id.as_str(), *token),
                 Command::Enqueue { .. } | Command::Campaign { .. } | Command::Batch(_) => ("", 0),
             };
-            let valid = Self::lease_valid(before, executor_id, token, now_ms);
+            let valid = Self::lease_valid(before, executor_id, token, &at);
+            if matches!(
+                command,
+                Command::Campaign { .. } | Command::RenewLease { .. }
+            ) {
+                prop_assert_eq!(
+                    matches!(response, CommandResponse::StaleStamp { .. }),
+                    stale_stamp,
+                    "only a campaign or renewal stamped on an earlier term is refused as stale: {:?}",
+                    command
+                );
+            }
             match (command, response) {
                 (Command::Enqueue { order, .. }, CommandResponse::Enqueued { sequence, .. }) => {
                     prop_assert!(self.enqueued.insert(order.order_id().to_owned()));
@@ -1464,6 +2068,10 @@ mod tests {
                 (Command::Campaign { .. }, CommandResponse::LeaseHeld { .. }) => {
                     prop_assert!(self.state.lease().is_some());
                 }
+                (
+                    Command::Campaign { .. } | Command::RenewLease { .. },
+                    CommandResponse::StaleStamp { .. },
+                ) => prop_assert_eq!(&self.state, before, "a stale stamp changed the state"),
                 (_, CommandResponse::StaleToken { .. }) => {
                     prop_assert!(!valid, "a valid token was refused: {:?}", command);
                 }
@@ -1480,7 +2088,7 @@ mod tests {
                     );
                     let retried = before.executing().map(|record| record.order.order_id())
                         == Some(order.order_id())
-                        && Self::lease_valid(before, executor_id, token, now_ms);
+                        && Self::lease_valid(before, executor_id, token, &at);
                     if !retried {
                         let taken = ReadyKey::of(&self.state.orders[order.order_id()]);
                         prop_assert!(
@@ -1522,32 +2130,53 @@ mod tests {
             Ok(())
         }
 
-        fn run(&mut self, steps: &[(Step, i64)]) -> Result<(), TestCaseError> {
-            for (step, advance_ms) in steps {
-                self.now_ms = self.now_ms.saturating_add_signed(*advance_ms);
-                let command = self.command(step);
+        fn run(&mut self, steps: &[(Step, TimeMove)]) -> Result<(), TestCaseError> {
+            for (step, time) in steps {
+                let at = self.stamp(time);
+                let command = self.command(step, at);
                 self.apply(command)?;
             }
             Ok(())
         }
 
+        /// The stamp of the next command, moved from the last one by `time`.
+        fn stamp(&mut self, time: &TimeMove) -> Stamp {
+            match time {
+                TimeMove::Advance(ms) => {
+                    self.now.elapsed_ms = self.now.elapsed_ms.saturating_add_signed(*ms);
+                    self.now
+                }
+                TimeMove::NewLeader {
+                    same_term,
+                    elapsed_ms,
+                } => {
+                    let term = self.now.timeline.term + u64::from(!same_term);
+                    if !same_term {
+                        self.earlier_term = Some(self.now);
+                    }
+                    self.leaders += 1;
+                    self.now = reading(term, self.leaders, self.leaders * 1_000, *elapsed_ms);
+                    self.now
+                }
+                TimeMove::Stale => self.earlier_term.unwrap_or(self.now),
+            }
+        }
+
         /// Long after every lease expired, one executor takes and acknowledges every order left.
         fn drain(&mut self) -> Result<(), TestCaseError> {
-            self.now_ms = self.state.clock_ms() + 1_000_000;
+            self.leaders += 1;
+            let term = self.state.clock().timeline.term + 1;
+            let at = reading(term, self.leaders, 0, 1_000_000);
             let CommandResponse::LeaseGranted { token, .. } =
-                self.apply(campaign("drainer", 1_000_000, self.now_ms))?
+                self.apply(campaign("drainer", 1_000_000, at))?
             else {
                 return Err(TestCaseError::fail("the drainer was not granted the lease"));
             };
             for _ in 0..=self.enqueued.len() {
-                match self.apply(dequeue("drainer", token, self.now_ms))? {
+                match self.apply(dequeue("drainer", token, at))? {
                     CommandResponse::Dequeued { order } => {
-                        let response = self.apply(acknowledge(
-                            "drainer",
-                            token,
-                            order.order_id(),
-                            self.now_ms,
-                        ))?;
+                        let response =
+                            self.apply(acknowledge("drainer", token, order.order_id(), at))?;
                         prop_assert!(
                             matches!(response, CommandResponse::Acknowledged { .. }),
                             "the drainer's acknowledgement was refused: {:?}",
@@ -1563,6 +2192,255 @@ mod tests {
                 &self.enqueued,
                 "every order executed exactly once"
             );
+            Ok(())
+        }
+    }
+
+    /// What happens in the real-time model of [`RealTime`].
+    #[derive(Debug, Clone)]
+    enum Happening {
+        /// Real time passes.
+        Wait { ms: u64 },
+        /// A new leader begins `after_ms` from now: the next term, or with `same_term` the same
+        /// node restarted within its term. Its monotonic clock runs at `rate_ppm` millionths of
+        /// real time; its wall clock is `wall_skew_ms` off, which must not matter.
+        Elect {
+            same_term: bool,
+            after_ms: u64,
+            rate_ppm: u64,
+            wall_skew_ms: i64,
+        },
+        /// `executor` asked for the lease (a renewal of its own, with `renew`) `asked_ago_ms` ago;
+        /// the leader stamped it `stamp_lag_ms` after that (with `stale`, the leader of an earlier
+        /// term did, before its successor began), and it is applied `apply_lag_ms` later.
+        Ask {
+            executor: usize,
+            renew: bool,
+            ttl_ms: u64,
+            asked_ago_ms: u64,
+            stamp_lag_ms: u64,
+            apply_lag_ms: u64,
+            stale: bool,
+        },
+        /// `executor` campaigns `late_us` after the moment the current leader's clock says the
+        /// lease ends, the moment a grant is most likely to overlap the holder's reliance.
+        Pounce { executor: usize, late_us: u64 },
+    }
+
+    fn happening() -> impl Strategy<Value = Happening> {
+        prop_oneof![
+            3 => (0u64..3_000).prop_map(|ms| Happening::Wait { ms }),
+            3 => (0..EXECUTORS.len(), 0u64..3_000)
+                .prop_map(|(executor, late_us)| Happening::Pounce { executor, late_us }),
+            1 => (any::<bool>(), 0u64..500, 990_000u64..=1_010_000, -20_000i64..20_000).prop_map(
+                |(same_term, after_ms, rate_ppm, wall_skew_ms)| Happening::Elect {
+                    same_term,
+                    after_ms,
+                    rate_ppm,
+                    wall_skew_ms,
+                }
+            ),
+            6 => (
+                0..EXECUTORS.len(),
+                any::<bool>(),
+                100u64..3_000,
+                0u64..200,
+                0u64..50,
+                0u64..50,
+                proptest::bool::weighted(0.1),
+            )
+                .prop_map(
+                    |(executor, renew, ttl_ms, asked_ago_ms, stamp_lag_ms, apply_lag_ms, stale)| {
+                        Happening::Ask {
+                            executor,
+                            renew,
+                            ttl_ms,
+                            asked_ago_ms,
+                            stamp_lag_ms,
+                            apply_lag_ms,
+                            stale,
+                        }
+                    }
+                ),
+        ]
+    }
+
+    /// One leader in the real-time model: its timeline, when it began (real µs) and how fast
+    /// its monotonic clock runs.
+    #[derive(Debug, Clone, Copy)]
+    struct ModelLeader {
+        timeline: Timeline,
+        began_us: u64,
+        rate_ppm: u64,
+    }
+
+    impl ModelLeader {
+        /// Its stamp at real time `at_us` (whole milliseconds of its own clock, rounded down).
+        fn read(&self, at_us: u64) -> Stamp {
+            let own_us = u128::from(at_us - self.began_us) * u128::from(self.rate_ppm) / 1_000_000;
+            Stamp::new(self.timeline, u64::try_from(own_us / 1_000).expect("fits"))
+        }
+    }
+
+    /// Property (i), the lease's safety in real time (module doc, "Time"): leaders whose clocks
+    /// run at rates up to 1% apart, each read from when it began leading; executors whose clocks
+    /// do the same and who rely on a lease for nine tenths of its TTL from when they asked, as
+    /// `executor::election::ConfirmedLease` does; requests stamped after they were sent and
+    /// applied after they were stamped, some by the leader of an earlier term (committed by a
+    /// later one); and each new leader beginning after every stamp of the terms before it that
+    /// can still be committed, as Raft's elections make it.
+    struct RealTime {
+        state: QueueState,
+        now_us: u64,
+        leaders: Vec<ModelLeader>,
+        /// Each executor's token and the real time (µs) until which it relies on it.
+        relied_on: [Option<(u64, u64)>; EXECUTORS.len()],
+        /// How fast each executor's monotonic clock runs, in millionths of real time.
+        executor_rates_ppm: [u64; EXECUTORS.len()],
+    }
+
+    impl RealTime {
+        const WALL_MS: u64 = 1_800_000_000_000;
+
+        fn new(executor_rates_ppm: [u64; EXECUTORS.len()]) -> Self {
+            Self {
+                state: QueueState::default(),
+                now_us: 0,
+                leaders: vec![ModelLeader {
+                    timeline: Timeline {
+                        term: 1,
+                        incarnation: 0,
+                        began_at_ms: Self::WALL_MS,
+                    },
+                    began_us: 0,
+                    rate_ppm: 1_000_000,
+                }],
+                relied_on: [None; EXECUTORS.len()],
+                executor_rates_ppm,
+            }
+        }
+
+        fn current(&self) -> ModelLeader {
+            *self.leaders.last().expect("there is always a leader")
+        }
+
+        fn happen(&mut self, happening: &Happening) -> Result<(), TestCaseError> {
+            match *happening {
+                Happening::Wait { ms } => self.now_us += ms * 1_000,
+                Happening::Elect {
+                    same_term,
+                    after_ms,
+                    rate_ppm,
+                    wall_skew_ms,
+                } => {
+                    self.now_us += after_ms * 1_000;
+                    let previous = self.current().timeline;
+                    let incarnation = self.leaders.len() as u64;
+                    self.leaders.push(ModelLeader {
+                        timeline: Timeline {
+                            term: previous.term + u64::from(!same_term),
+                            incarnation,
+                            began_at_ms: (Self::WALL_MS + self.now_us / 1_000)
+                                .saturating_add_signed(wall_skew_ms),
+                        },
+                        began_us: self.now_us,
+                        rate_ppm,
+                    });
+                }
+                Happening::Pounce { executor, late_us } => {
+                    let current = self.current();
+                    let left_ms = self
+                        .state
+                        .lease_remaining_ms(Some(&current.read(self.now_us)));
+                    // Real time for the leader's clock to run `left_ms`, rounded up.
+                    self.now_us +=
+                        (left_ms * 1_000 * 1_000_000).div_ceil(current.rate_ppm) + late_us;
+                    let stamp = current.read(self.now_us);
+                    let response = self
+                        .state
+                        .apply(&campaign(EXECUTORS[executor], 1_000, stamp));
+                    self.answer(executor, self.now_us, 1_000, &response)?;
+                }
+                Happening::Ask {
+                    executor,
+                    renew: renews,
+                    ttl_ms,
+                    asked_ago_ms,
+                    stamp_lag_ms,
+                    apply_lag_ms,
+                    stale,
+                } => {
+                    let asked_us = self.now_us.saturating_sub(asked_ago_ms * 1_000);
+                    let current = self.current();
+                    // The latest leader of an earlier term, and when its successor began: an
+                    // entry it stamped after that cannot be committed (the successor and the
+                    // majority that elected it refuse its appends, and a later leader holds
+                    // every entry the successor committed, which come after).
+                    let earlier = (0..self.leaders.len())
+                        .rev()
+                        .find(|at| self.leaders[*at].timeline.term < current.timeline.term)
+                        .map(|at| (self.leaders[at], self.leaders[at + 1].began_us));
+                    let stamped_us = asked_us + stamp_lag_ms * 1_000;
+                    let stamp = match earlier {
+                        Some((earlier, succeeded_us)) if stale && asked_us <= succeeded_us => {
+                            earlier.read(stamped_us.clamp(earlier.began_us, succeeded_us))
+                        }
+                        _ => current.read(stamped_us.max(current.began_us)),
+                    };
+                    self.now_us = self.now_us.max(stamped_us) + apply_lag_ms * 1_000;
+                    let executor_id = EXECUTORS[executor];
+                    let command = match self.relied_on[executor] {
+                        Some((token, _)) if renews => renew(executor_id, token, ttl_ms, stamp),
+                        _ => campaign(executor_id, ttl_ms, stamp),
+                    };
+                    let response = self.state.apply(&command);
+                    self.answer(executor, asked_us, ttl_ms, &response)?;
+                }
+            }
+            Ok(())
+        }
+
+        /// What `executor` makes of the answer to what it asked at `asked_us`.
+        fn answer(
+            &mut self,
+            executor: usize,
+            asked_us: u64,
+            ttl_ms: u64,
+            response: &CommandResponse,
+        ) -> Result<(), TestCaseError> {
+            // Nine tenths of the TTL on the executor's clock, in real time, rounded up.
+            let relied_us = (ttl_ms * 900 * 1_000_000).div_ceil(self.executor_rates_ppm[executor]);
+            let until_us = asked_us + relied_us;
+            match *response {
+                CommandResponse::LeaseGranted { token, .. } => {
+                    for (other, relied_on) in self.relied_on.iter().enumerate() {
+                        if let Some((other_token, other_until_us)) = relied_on
+                            && other != executor
+                        {
+                            prop_assert!(
+                                *other_until_us <= self.now_us,
+                                "{} was granted token {} at {} µs while {} relies on token {} \
+                                 until {} µs",
+                                EXECUTORS[executor],
+                                token,
+                                self.now_us,
+                                EXECUTORS[other],
+                                other_token,
+                                other_until_us
+                            );
+                        }
+                    }
+                    self.relied_on[executor] = Some((token, until_us));
+                }
+                CommandResponse::LeaseRenewed { token, .. } => {
+                    let until_us = match self.relied_on[executor] {
+                        Some((held, earlier_us)) if held == token => earlier_us.max(until_us),
+                        _ => until_us,
+                    };
+                    self.relied_on[executor] = Some((token, until_us));
+                }
+                _ => {}
+            }
             Ok(())
         }
     }
@@ -1622,6 +2500,19 @@ mod tests {
             }
             prop_assert_eq!(&answers, &driver.responses);
             prop_assert_eq!(&batched, &driver.state);
+        }
+
+        /// Property (i): in real time, no executor is granted the lease while another still
+        /// relies on it, whatever the leaders' wall clocks say (see [`RealTime`]).
+        #[test]
+        fn no_grant_overlaps_what_the_last_holder_relies_on(
+            happenings in proptest::collection::vec(happening(), 1..200),
+            executor_rates_ppm in proptest::array::uniform3(990_000u64..=1_010_000),
+        ) {
+            let mut model = RealTime::new(executor_rates_ppm);
+            for happening in &happenings {
+                model.happen(happening)?;
+            }
         }
     }
 }

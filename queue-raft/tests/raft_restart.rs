@@ -103,7 +103,10 @@ async fn enqueue(raft: &Raft<TypeConfig>, n: u64) {
         }],
     );
     let written = raft
-        .client_write(Command::Enqueue { order, now_ms: n })
+        .client_write(Command::Enqueue {
+            at: common::stamp(n),
+            order,
+        })
         .await
         .expect("enqueue committed");
     assert!(matches!(written.data, CommandResponse::Enqueued { .. }));

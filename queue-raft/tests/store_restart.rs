@@ -190,9 +190,9 @@ async fn an_installed_snapshot_replaces_the_state_and_survives_restart() {
         .apply([command_entry(
             4,
             Command::Campaign {
+                at: common::stamp(4),
                 executor_id: "executor-1".into(),
                 ttl_ms: 1_000,
-                now_ms: 4,
             },
         )])
         .await

@@ -62,6 +62,18 @@ struct Args {
     /// Longest election timeout, in milliseconds.
     #[arg(long, env = "QUEUE_ELECTION_TIMEOUT_MAX_MS", default_value_t = millis(node::DEFAULT_ELECTION_TIMEOUT_MAX))]
     election_timeout_max_ms: u64,
+    /// Fault-injection test hook, not for production: a file holding a signed offset in
+    /// milliseconds (e.g. `-3500`) added to every reading of this node's wall clock. It is
+    /// checked at each reading, so another process skews the clock or makes it jump by replacing
+    /// the file (write a temporary file, then rename it over PATH); empty or missing means no
+    /// offset, and a file that does not parse keeps the last offset.
+    #[arg(
+        long,
+        env = "QUEUE_CLOCK_OFFSET_FILE",
+        value_name = "PATH",
+        hide_short_help = true
+    )]
+    clock_offset_file: Option<PathBuf>,
     #[command(flatten)]
     secret: ClusterSecretSource,
 }
@@ -143,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         snapshot_logs: args.snapshot_logs,
         logs_to_keep: args.logs_to_keep,
         join: args.join,
+        clock_offset_file: args.clock_offset_file,
         ..NodeConfig::new(args.id, args.listen, args.peers.0, data_dir, secret)
     };
     let metrics_listen = MetricsListen::or_default_for(args.metrics_listen, args.listen);

@@ -11,6 +11,9 @@
 //! The nodes share a random cluster secret, in a file of the cluster's own temporary directory;
 //! [`Cluster::start_intruder`] starts a node with a secret of its own.
 //!
+//! Every node reads its wall clock through an offset file of its own (`--clock-offset-file`),
+//! absent until [`Cluster::set_clock_offset`] skews that node's clock or makes it jump.
+//!
 //! Tests using it must run on Tokio's multi-thread runtime: starting a process blocks its thread
 //! (`block_in_place`).
 
@@ -93,6 +96,8 @@ pub struct Cluster {
     secrets: TempDir,
     /// Flags every node gets besides its identity, e.g. a small snapshot policy.
     extra_args: Vec<String>,
+    /// Holds each node's clock offset file; removed with the cluster.
+    clocks: TempDir,
 }
 
 impl Cluster {
@@ -112,6 +117,7 @@ impl Cluster {
                     .collect(),
                 secrets,
                 extra_args: extra_args.clone(),
+                clocks: TempDir::new().expect("temporary clock offsets directory"),
             };
             match NODE_IDS
                 .iter()
@@ -136,6 +142,19 @@ impl Cluster {
     /// The secret the cluster's nodes share, as membership changes must present it.
     pub fn secret(&self) -> ClusterSecret {
         ClusterSecret::from_file(&self.secret_file()).expect("the cluster secret")
+    }
+
+    /// Offsets node `id`'s wall clock by `offset_ms` from now on (a skew, or a jump from the
+    /// offset before), as the chaos run does: the whole file renamed into place.
+    pub fn set_clock_offset(&self, id: NodeId, offset_ms: i64) {
+        let path = self.clock_offset_file(id);
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, offset_ms.to_string()).expect("write the clock offset");
+        std::fs::rename(&temporary, &path).expect("rename the clock offset into place");
+    }
+
+    fn clock_offset_file(&self, id: NodeId) -> PathBuf {
+        self.clocks.path().join(format!("clock-offset-node-{id}"))
     }
 
     /// Every founding node's `host:port`, in id order.
@@ -278,6 +297,10 @@ impl Cluster {
             format!("--peers={}", peers.join(",")),
             format!("--data-dir={}", node.data.path().display()),
             format!("--cluster-secret-file={}", node.secret_file.display()),
+            format!(
+                "--clock-offset-file={}",
+                self.clock_offset_file(id).display()
+            ),
         ];
         if node.join {
             args.push("--join".to_owned());

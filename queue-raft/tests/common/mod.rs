@@ -8,7 +8,9 @@ pub mod cluster;
 
 use openraft::testing::log_id;
 use openraft::{Entry, EntryPayload};
-use queue_raft::{Command, LogStore, OrderItem, QueuedOrder, StateMachineStore, TypeConfig};
+use queue_raft::{
+    Command, LogStore, OrderItem, QueuedOrder, Stamp, StateMachineStore, Timeline, TypeConfig,
+};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -35,6 +37,16 @@ pub fn open_log_store(dir: &TempDir) -> LogStore {
     }
 }
 
+/// A reading `elapsed_ms` into the clock of the one leader of the storage tests (term 1).
+pub fn stamp(elapsed_ms: u64) -> Stamp {
+    let timeline = Timeline {
+        term: 1,
+        incarnation: 1,
+        began_at_ms: 0,
+    };
+    Stamp::new(timeline, elapsed_ms)
+}
+
 /// A normal entry at `index` (term 1, leader node 0) carrying `command`.
 pub fn command_entry(index: u64, command: Command) -> Entry<TypeConfig> {
     Entry {
@@ -56,8 +68,8 @@ pub fn enqueue_entry(index: u64) -> Entry<TypeConfig> {
     command_entry(
         index,
         Command::Enqueue {
+            at: stamp(index),
             order,
-            now_ms: index,
         },
     )
 }
