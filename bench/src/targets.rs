@@ -296,9 +296,9 @@ fn restart(queued: u64, restarts: &[RestartView]) -> TargetReport {
         .collect();
     judged(
         format!(
-            "restart: a node holding {} queued orders serving within \
-             {RESTART_SERVING_MS_TARGET} ms of its restart",
-            grouped(BIG_QUEUE_ORDERS)
+            "restart: a node holding {} queued orders serving within {} ms of its restart",
+            grouped(BIG_QUEUE_ORDERS),
+            grouped(RESTART_SERVING_MS_TARGET as u64)
         ),
         format!("{} orders queued: {}", grouped(queued), listed.join(", ")),
         big_queue_verdict(queued, within),
