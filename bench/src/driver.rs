@@ -2,8 +2,12 @@
 //! tasks each keep one request in flight; after a warm-up (connections open, leaders known, not
 //! counted) every request that completes inside the measured window counts, its latency (from
 //! the call to its answer, in microseconds) into an HDR histogram, or as an error. The same
-//! driver, windows and histogram for our enqueue, etcd's put and the orchestrator's checkout, so
-//! that the numbers differ only by the system measured.
+//! driver, windows and histogram for our enqueue, etcd's put, RabbitMQ's publish and the
+//! orchestrator's checkout, so that the numbers differ only by the system measured.
+//!
+//! The load generator shares the machine with what it measures, so each report also says how
+//! much CPU the generator's own process used inside the window (all its threads, user and
+//! system time): CPU it took is CPU the systems measured did not have.
 
 use std::error::Error;
 use std::future::Future;
@@ -70,11 +74,28 @@ pub struct LoadReport {
     pub max_ms: f64,
     /// Requests that failed inside the measured window.
     pub errors: u64,
+    /// CPU time the load generator's process used inside the window, user and system, every
+    /// thread (0 in reports written before it was measured).
+    #[serde(default)]
+    pub generator_cpu_seconds: f64,
 }
 
 impl LoadReport {
-    /// The report of `tally`, gathered over `options`' window.
-    fn of(options: &LoadOptions, payload_bytes: usize, tally: &Tally) -> Self {
+    /// The load generator's CPU as a percentage of one CPU over the window (100 = one CPU busy).
+    pub fn generator_cpu_percent(&self) -> f64 {
+        crate::stats::ratio(self.generator_cpu_seconds * 100.0, self.seconds)
+    }
+}
+
+impl LoadReport {
+    /// The report of `tally`, gathered over `options`' window, in which the load generator
+    /// used `generator_cpu` of CPU.
+    fn of(
+        options: &LoadOptions,
+        payload_bytes: usize,
+        tally: &Tally,
+        generator_cpu: Duration,
+    ) -> Self {
         let seconds = options.duration.as_secs_f64();
         let ms_at = |quantile| tally.latency.value_at_quantile(quantile) as f64 / 1000.0;
         let ops = tally.latency.len();
@@ -94,6 +115,7 @@ impl LoadReport {
             p999_ms: ms_at(0.999),
             max_ms: tally.latency.max() as f64 / 1000.0,
             errors: tally.errors,
+            generator_cpu_seconds: generator_cpu.as_secs_f64(),
         }
     }
 }
@@ -106,6 +128,12 @@ pub async fn run<O: Operation>(operation: Arc<O>, options: &LoadOptions) -> Load
         end: start + options.duration,
     };
     let bench = options.bench;
+    let cpu_in_window = tokio::spawn(async move {
+        tokio::time::sleep_until(window.start).await;
+        let at_start = process_cpu();
+        tokio::time::sleep_until(window.end).await;
+        process_cpu().saturating_sub(at_start)
+    });
     let printed = Arc::new(AtomicUsize::new(0));
     let loops: Vec<_> = (0..options.clients)
         .map(|client| {
@@ -127,7 +155,20 @@ pub async fn run<O: Operation>(operation: Arc<O>, options: &LoadOptions) -> Load
             }
         }
     }
-    LoadReport::of(options, operation.payload_bytes(), &total)
+    // The sampling task only sleeps and reads a clock: it cannot fail unless the runtime is
+    // going away, and then no CPU is reported rather than a wrong figure.
+    let generator_cpu = cpu_in_window.await.unwrap_or_default();
+    LoadReport::of(options, operation.payload_bytes(), &total, generator_cpu)
+}
+
+/// CPU time this process has used so far, all threads, user and system
+/// (`CLOCK_PROCESS_CPUTIME_ID`, what `getrusage` sums, to the nanosecond).
+fn process_cpu() -> Duration {
+    let spent = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(spent.tv_sec).unwrap_or(0),
+        u32::try_from(spent.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The measured window: requests that complete inside it count.
@@ -273,6 +314,22 @@ mod tests {
         assert!((10.0..10.1).contains(&report.p999_ms), "{report:?}");
     }
 
+    #[test]
+    fn process_cpu_counts_the_work_of_this_process() {
+        let start = process_cpu();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut spins = 0u64;
+        while process_cpu().saturating_sub(start) < Duration::from_millis(5)
+            && std::time::Instant::now() < deadline
+        {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+        assert!(
+            process_cpu().saturating_sub(start) >= Duration::from_millis(5),
+            "no CPU counted after {spins} spins"
+        );
+    }
+
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
     struct Outer(#[source] std::io::Error);
@@ -296,7 +353,7 @@ mod tests {
             warmup: Duration::ZERO,
             duration: Duration::from_secs(2),
         };
-        let report = LoadReport::of(&options, 256, &tally);
+        let report = LoadReport::of(&options, 256, &tally, Duration::from_millis(500));
         assert_eq!(report.ops, 1000);
         assert_eq!(report.ops_per_sec, 500.0);
         assert!((49.9..=50.1).contains(&report.p50_ms), "{report:?}");
@@ -304,6 +361,8 @@ mod tests {
         assert!((99.8..=100.1).contains(&report.p999_ms), "{report:?}");
         assert!((99.9..=100.1).contains(&report.max_ms), "{report:?}");
         assert_eq!(report.errors, 3);
+        assert_eq!(report.generator_cpu_seconds, 0.5);
+        assert_eq!(report.generator_cpu_percent(), 25.0);
         let line = serde_json::to_string(&report).expect("serializes");
         let back: LoadReport = serde_json::from_str(&line).expect("reads back");
         assert_eq!(back, report);

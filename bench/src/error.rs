@@ -81,4 +81,12 @@ pub enum BenchError {
     NoEtcdLeader { waited: Duration, state: String },
     #[error("the HTTP client could not be built: {0}")]
     HttpClient(#[source] reqwest::Error),
+    #[error("could not connect to the queue leader at {addr}: {reason}")]
+    QueueConnect { addr: String, reason: String },
+    #[error("RabbitMQ at {uri}: {step}: {reason}")]
+    Rabbitmq {
+        step: String,
+        uri: String,
+        reason: String,
+    },
 }

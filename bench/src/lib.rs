@@ -1,15 +1,21 @@
-//! The load generator behind `queue-bench` and `scripts/bench`: what our order queue, etcd and the
-//! whole checkout path do under load, measured from a client's side on the same machine.
+//! The load generator behind `queue-bench` and `scripts/bench`: what our order queue, etcd,
+//! RabbitMQ's quorum queue and the whole checkout path do under load, measured from a client's
+//! side on the same machine.
 //!
 //! Layout:
 //! - [`driver`]: the closed-loop driver every throughput measurement shares: N client tasks, a
 //!   warm-up, a measured window, latencies in an HDR histogram, errors counted, one
-//!   [`LoadReport`]. What it sends is an [`Operation`].
-//! - [`queue`]: our enqueue through [`queue_raft::QueueClient`], with orders padded to a payload
+//!   [`LoadReport`], with the load generator's own CPU. What it sends is an [`Operation`].
+//! - [`queue`]: our enqueue, one `Enqueue` call per order to the leader, or through
+//!   [`queue_raft::QueueClient`], which batches concurrent enqueues; orders padded to a payload
 //!   size; also [`queue::fill`], N orders as fast as they go.
 //! - [`etcd`]: etcd's KV `Put` of values of the same size, sent to the etcd leader.
+//! - [`rabbitmq`]: RabbitMQ's persistent publish to a quorum queue, each confirmed before the
+//!   next, one channel per closed loop.
 //! - [`checkout`]: `POST /checkout` through the orchestrator with valid, distinct orders.
-//! - [`compare`]: our report against etcd's: the ratio, the targets of issue 6, the summary line.
+//! - [`compare`]: our report against etcd's and RabbitMQ's: the ratios, the comparing targets of
+//!   issue 17, the summary line.
+//! - [`targets`]: every target of issue 17 judged from one run's reports.
 //! - [`cluster`]: the queue cluster as the measurements below see it: waiting for it to settle,
 //!   describing it, running the outside commands that kill and restart nodes.
 //! - [`failover`]: the time from SIGKILLing the leader to the next enqueue committed by a new one.
@@ -31,8 +37,10 @@ pub mod etcd;
 pub mod executors;
 pub mod failover;
 pub mod queue;
+pub mod rabbitmq;
 pub mod restart;
 pub mod stats;
+pub mod targets;
 
 pub use driver::{LoadOptions, LoadReport, Operation};
 pub use error::BenchError;

@@ -1,21 +1,32 @@
-//! Our side of the comparison: enqueues through [`QueueClient`], as the orchestrator makes them
-//! (one client, one HTTP/2 channel per node, the leader followed), of orders padded to a payload
-//! size and with ids unique to the run.
+//! Our side of the comparison: enqueues of orders padded to a payload size and with ids unique
+//! to the run, in two ways.
 //!
-//! - [`Enqueue`]: the [`Operation`] the closed-loop driver runs (`queue-bench throughput`).
+//! - [`EnqueueOne`]: one `Enqueue` call per order, straight to the leader over one HTTP/2
+//!   channel that every closed loop shares, one call in flight per loop: the way every etcd or
+//!   RabbitMQ client sends one write per call, so the headline comparison charges each system
+//!   for the same number of calls (`queue-bench throughput --calls one-per-order`).
+//! - [`Enqueue`]: through [`QueueClient`], as the orchestrator enqueues (one channel per node,
+//!   the leader followed, concurrent enqueues sent together in `EnqueueBatch` calls)
+//!   (`queue-bench throughput --calls client-batched`).
 //! - [`fill`]: `count` orders enqueued as fast as `clients` concurrent enqueues go, to measure a
 //!   node holding a large queue (`queue-bench fill`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::Duration;
+
 use bookstore_proto as pb;
+use bookstore_proto::order_queue_client::OrderQueueClient;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use queue_raft::{ClientError, QueueClient};
 use serde::Serialize;
 use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
 
+use crate::cluster::{self, Settled};
+use crate::driver::chain;
 use crate::{BenchError, Operation};
 
 /// How often [`fill`] tries one order before it gives up the run: the client already retries
@@ -102,6 +113,89 @@ impl Operation for Enqueue {
             .enqueue(self.orders.order(client, sequence))
             .await
             .map(|_| ())
+    }
+}
+
+/// Why one `Enqueue` call did not add its order.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueOneError {
+    #[error("the leader refused the enqueue: {0}")]
+    Refused(#[from] tonic::Status),
+    /// Ids are unique to the run: an order already known means no new write was made.
+    #[error("order {0} was already in the queue: nothing was written")]
+    NotNew(String),
+}
+
+/// Enqueues new orders, one `Enqueue` call each, on one channel to the leader.
+pub struct EnqueueOne {
+    /// On the one channel to the leader, which every clone shares; the connection closes when
+    /// the last clone is dropped.
+    leader: OrderQueueClient<Channel>,
+    orders: OrderMaker,
+}
+
+impl EnqueueOne {
+    /// Finds the leader of the cluster `client` knows (waiting up to `timeout` for one) and
+    /// opens the channel to it. Returns the leader's address too. Calls are not redirected
+    /// during the run: a leader change shows as failed calls in the report.
+    pub async fn connect(
+        client: &QueueClient,
+        payload_bytes: usize,
+        timeout: Duration,
+    ) -> Result<(String, Self), BenchError> {
+        let (statuses, leader) =
+            cluster::wait_for_leader(client, timeout, "finding the leader", Settled::Led).await?;
+        let addr = statuses
+            .iter()
+            .find(|(_, status)| status.node_id == leader.node_id)
+            .map(|(addr, _)| addr.clone())
+            // The leader was picked from these statuses.
+            .ok_or_else(|| BenchError::QueueConnect {
+                addr: leader.leader_addr.clone(),
+                reason: "the leader is not among the nodes given".to_owned(),
+            })?;
+        let connect_failed = |reason: String| BenchError::QueueConnect {
+            addr: addr.clone(),
+            reason,
+        };
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|error| connect_failed(chain(&error)))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|error| connect_failed(chain(&error)))?;
+        Ok((
+            addr.clone(),
+            Self {
+                leader: OrderQueueClient::new(channel),
+                orders: OrderMaker::new(payload_bytes),
+            },
+        ))
+    }
+}
+
+impl Operation for EnqueueOne {
+    type Error = EnqueueOneError;
+
+    fn payload_bytes(&self) -> usize {
+        self.orders.encoded_len
+    }
+
+    async fn call(&self, client: usize, sequence: u64) -> Result<(), EnqueueOneError> {
+        let order = self.orders.order(client, sequence);
+        let order_id = order.order_id.clone();
+        // A client is a handle on the shared channel: cloning it opens no connection.
+        let answer = self
+            .leader
+            .clone()
+            .enqueue(pb::EnqueueRequest { order: Some(order) })
+            .await?
+            .into_inner();
+        if answer.newly_enqueued {
+            Ok(())
+        } else {
+            Err(EnqueueOneError::NotNew(order_id))
+        }
     }
 }
 

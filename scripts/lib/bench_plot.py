@@ -1,5 +1,6 @@
-"""Plots throughput against clients for our enqueue and etcd's put, from the `compare` lines
-`queue-bench compare` printed during a `scripts/bench` run (one JSON object per line).
+"""Plots throughput against clients for our enqueue (one order per call, and client-batched),
+etcd's put and RabbitMQ's confirmed publish, from the `compare` lines `queue-bench compare`
+printed during a `scripts/bench` run (one JSON object per line).
 
 Run by scripts/bench with the matplotlib of the virtual environment it keeps under target/:
     bench_plot.py COMPARE_JSONL OUTPUT_PNG TITLE
@@ -34,7 +35,7 @@ def main() -> None:
         clients,
         [row["ours_ops_per_sec"] for row in rows],
         marker="o",
-        label="our queue: enqueue",
+        label="our queue: Enqueue, one order per call",
     )
     axes.plot(
         clients,
@@ -42,6 +43,23 @@ def main() -> None:
         marker="s",
         label="etcd: put",
     )
+    axes.plot(
+        clients,
+        [row["rabbitmq_ops_per_sec"] for row in rows],
+        marker="^",
+        label="RabbitMQ quorum queue: publish + confirm",
+    )
+    # Reported beside, not compared: the client batches concurrent enqueues into one call.
+    batched = [row.get("ours_batched_ops_per_sec") for row in rows]
+    if all(rate is not None for rate in batched):
+        axes.plot(
+            clients,
+            batched,
+            marker="o",
+            linestyle="--",
+            color="grey",
+            label="our queue: client-batched (EnqueueBatch)",
+        )
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_locator(FixedLocator(clients))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))

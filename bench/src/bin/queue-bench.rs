@@ -1,8 +1,10 @@
 //! `queue-bench`: load, failover, restart and executor measurements of a running queue cluster,
-//! etcd cluster or orchestrator, from a client's side. Parses flags and calls
+//! etcd cluster, RabbitMQ cluster or orchestrator, from a client's side, and the verdicts on
+//! issue 17's targets from their reports. Parses flags and calls
 //! [`bookstore_bench`]; every result is one JSON line on stdout, anything else goes to stderr.
 //! `scripts/bench` runs it and writes `docs/BENCHMARKS.md`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +16,19 @@ use bookstore_bench::compare::compare;
 use bookstore_bench::etcd::{self, EtcdPut};
 use bookstore_bench::executors::{self, EnqueueOptions, MeasureOptions};
 use bookstore_bench::failover::{self, FailoverOptions};
-use bookstore_bench::queue::{self, Enqueue, FillOptions};
+use bookstore_bench::queue::{self, Enqueue, EnqueueOne, FillOptions};
+use bookstore_bench::rabbitmq::RabbitPublish;
 use bookstore_bench::restart::{self, RestartOptions, RestartTarget};
+use bookstore_bench::targets::{self, RunResults};
 use bookstore_bench::{LoadOptions, LoadReport, driver};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use queue_raft::QueueClient;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-/// Measures the order-queue cluster, etcd and the checkout path: throughput and latency of one
-/// closed-loop driver, leader failover, restart of a node, and how fast executors elected
-/// through the queue execute orders.
+/// Measures the order-queue cluster, etcd, RabbitMQ's quorum queue and the checkout path:
+/// throughput and latency of one closed-loop driver, leader failover, restart of a node, and how
+/// fast executors elected through the queue execute orders; judges issue 17's targets.
 #[derive(Debug, Parser)]
 #[command(name = "queue-bench", version)]
 struct Cli {
@@ -67,10 +72,21 @@ impl WindowArgs {
     }
 }
 
+/// How `throughput` sends its enqueues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Calls {
+    /// One `Enqueue` call per order, straight to the leader, one call in flight per client: as
+    /// an etcd or RabbitMQ client sends one write per call (report `enqueue`).
+    OnePerOrder,
+    /// Through the queue's client library, which sends concurrent enqueues together in
+    /// `EnqueueBatch` calls (report `enqueue_batched`).
+    ClientBatched,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Closed-loop enqueues from N concurrent clients sharing one connection per node; prints
-    /// ops, ops/s and latency percentiles of the measured window.
+    /// Closed-loop enqueues from N concurrent clients; prints ops, ops/s and latency
+    /// percentiles of the measured window.
     Throughput {
         #[command(flatten)]
         queue: QueueArgs,
@@ -80,6 +96,36 @@ enum Command {
         #[command(flatten)]
         window: WindowArgs,
         /// About how many bytes each encoded order takes.
+        #[arg(long, default_value_t = 256)]
+        payload_bytes: usize,
+        /// How the enqueues are sent.
+        #[arg(long, value_enum, default_value_t = Calls::ClientBatched)]
+        calls: Calls,
+        /// Seconds to wait for a leader (one-per-order calls go to the leader found first).
+        #[arg(long, default_value_t = 30.0, value_parser = positive_seconds)]
+        leader_timeout: f64,
+    },
+    /// Closed-loop persistent publishes to a RabbitMQ quorum queue of three members, each
+    /// waiting for the broker's confirm, from N publishers with a channel each on one
+    /// connection; prints the same report as `throughput`.
+    RabbitmqPublish {
+        /// The AMQP URI of the node to publish through (the queue's leader when it was declared
+        /// through it).
+        #[arg(
+            long,
+            env = "RABBITMQ_URI",
+            default_value = "amqp://127.0.0.1:5672/%2f"
+        )]
+        uri: String,
+        /// The quorum queue, declared when missing.
+        #[arg(long, default_value = "queue-bench")]
+        queue: String,
+        /// Concurrent publishers, each with one publish in flight.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2_000))]
+        clients: u64,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Bytes of each message's body.
         #[arg(long, default_value_t = 256)]
         payload_bytes: usize,
     },
@@ -161,15 +207,26 @@ enum Command {
         #[arg(long, default_value_t = 600.0, value_parser = positive_seconds)]
         catch_up_timeout: f64,
     },
-    /// Our enqueue report against etcd's put report at the same clients: ratio, targets, and
-    /// the summary line.
+    /// Our one-order-per-call enqueue report against etcd's put and RabbitMQ's publish reports
+    /// at the same clients: ratios, targets, and the summary line.
     Compare {
-        /// A JSON report of `throughput`.
+        /// A JSON report of `throughput --calls one-per-order`.
         #[arg(long)]
         ours: PathBuf,
         /// A JSON report of `etcd-put`.
         #[arg(long)]
         etcd: PathBuf,
+        /// A JSON report of `rabbitmq-publish`.
+        #[arg(long)]
+        rabbitmq: PathBuf,
+        /// A JSON report of `throughput --calls client-batched`, carried along.
+        #[arg(long)]
+        batched: Option<PathBuf>,
+    },
+    /// Judges every target of issue 17 from one run's reports; prints one line per target.
+    Verdicts {
+        #[command(flatten)]
+        files: VerdictFiles,
     },
     /// Kills the leader while one client enqueues, R times; prints each round and the median
     /// time from the kill to the first enqueue committed by the new leader.
@@ -203,6 +260,35 @@ enum Command {
         #[command(subcommand)]
         step: ExecutorsStep,
     },
+}
+
+/// The reports of one run that `verdicts` judges.
+#[derive(Debug, Args)]
+struct VerdictFiles {
+    /// The `compare` report of each client count.
+    #[arg(long = "compare", required = true)]
+    comparisons: Vec<PathBuf>,
+    /// The `checkout` report at 64 connections.
+    #[arg(long)]
+    checkout: PathBuf,
+    /// The `checkout` report at 1 connection.
+    #[arg(long)]
+    checkout_one: PathBuf,
+    /// The lines `failover` printed (its summary among them).
+    #[arg(long)]
+    failover: PathBuf,
+    /// The `executors measure` report with the executors' default settings.
+    #[arg(long)]
+    executors: PathBuf,
+    /// The `settle` report of the cluster holding the big queue.
+    #[arg(long)]
+    settled: PathBuf,
+    /// Each node's resident memory then, in KiB: {"1": KiB, ...}.
+    #[arg(long)]
+    rss: PathBuf,
+    /// The `restart` reports of that cluster.
+    #[arg(long = "restart", required = true)]
+    restarts: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,8 +348,55 @@ fn print_json(value: &impl Serialize) {
 }
 
 fn read_report(path: &Path) -> anyhow::Result<LoadReport> {
+    read_json(path)
+}
+
+/// The one JSON value in the file at `path`.
+fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
-    serde_json::from_str(text.trim()).with_context(|| format!("{path:?} is not one load report"))
+    serde_json::from_str(text.trim())
+        .with_context(|| format!("{path:?} is not one {} report", std::any::type_name::<T>()))
+}
+
+/// The line of the JSON lines in `path` whose `bench` is `bench`.
+fn read_line_of<T: DeserializeOwned>(path: &Path, bench: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("a line of {path:?}"))?;
+        if value["bench"] == bench {
+            return serde_json::from_value(value)
+                .with_context(|| format!("the {bench} line of {path:?}"));
+        }
+    }
+    anyhow::bail!("{path:?} has no {bench} line")
+}
+
+impl VerdictFiles {
+    /// What `verdicts` judges, read from the files the flags name.
+    fn read(&self) -> anyhow::Result<RunResults> {
+        let settled: serde_json::Value = read_json(&self.settled)?;
+        Ok(RunResults {
+            comparisons: self
+                .comparisons
+                .iter()
+                .map(|path| read_json(path))
+                .collect::<anyhow::Result<_>>()?,
+            checkout: read_report(&self.checkout)?,
+            checkout_one: read_report(&self.checkout_one)?,
+            failover: read_line_of(&self.failover, "failover")?,
+            executors: read_json(&self.executors)?,
+            queued_orders: settled["queue_depth"]
+                .as_u64()
+                .context("the settle report has no queue_depth")?,
+            node_rss_kib: read_json::<BTreeMap<String, u64>>(&self.rss)?,
+            restarts: self
+                .restarts
+                .iter()
+                .map(|path| read_json(path))
+                .collect::<anyhow::Result<_>>()?,
+        })
+    }
 }
 
 #[tokio::main]
@@ -274,10 +407,42 @@ async fn main() -> anyhow::Result<()> {
             clients,
             window,
             payload_bytes,
+            calls: Calls::ClientBatched,
+            leader_timeout: _,
         } => {
             let operation = Arc::new(Enqueue::new(queue.client()?, payload_bytes));
-            let options = window.options("throughput", clients)?;
+            let options = window.options("enqueue_batched", clients)?;
             print_json(&driver::run(operation, &options).await);
+        }
+        Command::Throughput {
+            queue,
+            clients,
+            window,
+            payload_bytes,
+            calls: Calls::OnePerOrder,
+            leader_timeout,
+        } => {
+            let (leader, operation) = EnqueueOne::connect(
+                &queue.client()?,
+                payload_bytes,
+                Duration::from_secs_f64(leader_timeout),
+            )
+            .await?;
+            eprintln!("queue-bench throughput: the queue leader is at {leader}");
+            let options = window.options("enqueue", clients)?;
+            print_json(&driver::run(Arc::new(operation), &options).await);
+        }
+        Command::RabbitmqPublish {
+            uri,
+            queue,
+            clients,
+            window,
+            payload_bytes,
+        } => {
+            let channels = usize::try_from(clients).context("--clients")?;
+            let operation = RabbitPublish::connect(&uri, &queue, channels, payload_bytes).await?;
+            let options = window.options("rabbitmq_publish", clients)?;
+            print_json(&driver::run(Arc::new(operation), &options).await);
         }
         Command::EtcdPut {
             endpoints,
@@ -338,8 +503,24 @@ async fn main() -> anyhow::Result<()> {
             };
             print_json(&restart::restart(&queue.client()?, &options).await?);
         }
-        Command::Compare { ours, etcd } => {
-            print_json(&compare(&read_report(&ours)?, &read_report(&etcd)?)?);
+        Command::Compare {
+            ours,
+            etcd,
+            rabbitmq,
+            batched,
+        } => {
+            let batched = batched.as_deref().map(read_report).transpose()?;
+            print_json(&compare(
+                &read_report(&ours)?,
+                &read_report(&etcd)?,
+                &read_report(&rabbitmq)?,
+                batched.as_ref(),
+            )?);
+        }
+        Command::Verdicts { files } => {
+            for verdict in targets::verdicts(&files.read()?) {
+                print_json(&verdict);
+            }
         }
         Command::Failover {
             queue,
