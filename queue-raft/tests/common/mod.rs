@@ -1,10 +1,12 @@
 //! Helpers shared by the tests: stores on their own temporary directory and entries (storage
-//! tests), and [`cluster`], three real nodes (cluster tests).
+//! tests), [`cluster`], three real nodes (cluster tests), and [`proxy`], links between them that
+//! a test can cut.
 
 // Each test binary compiles this module and uses only its part of it.
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod proxy;
 
 use openraft::testing::log_id;
 use openraft::{Entry, EntryPayload};
