@@ -4,7 +4,8 @@
 //! - [`state_machine`]: the queue itself, pure: orders by priority, the executors' lease with its
 //!   fencing token, and the rules for both. Replicas applying the same log end equal.
 //! - [`log_store`]: the Raft log, vote and committed id in sled; an append is reported durable
-//!   only after sled has flushed it.
+//!   only after sled has flushed it and its files are synced.
+//! - [`sled_files`]: the real syncs of sled's files (its own flush is only `sync_file_range`).
 //! - [`sm_store`]: openraft's state machine around [`QueueState`]: applies entries, builds and
 //!   installs snapshots, and persists the current snapshot so a restarted node recovers from it.
 //! - [`codec`]: the one bincode configuration of everything the queue encodes, decoding with
@@ -34,7 +35,8 @@
 //!   (time included) and the state (property tests in `state_machine`).
 //! - No order executed twice, none lost, only the current lease's fencing token may dequeue or
 //!   acknowledge (same).
-//! - Nothing is acknowledged to openraft before sled has flushed it; a restarted node finds its
+//! - Nothing is acknowledged to openraft before it is synced to disk (`fdatasync`), one sync per
+//!   appended batch (`tests/durable_writes.rs` checks it under strace); a restarted node finds its
 //!   log, vote and last snapshot again (`tests/store_suite.rs`, `tests/store_restart.rs`,
 //!   `tests/raft_restart.rs`).
 //! - Three `queue-node` processes keep every acknowledged enqueue exactly once through a leader
@@ -53,6 +55,7 @@ pub mod node;
 pub mod proposer;
 pub mod raft_service;
 pub mod service;
+pub mod sled_files;
 pub mod sm_store;
 pub mod state_machine;
 
