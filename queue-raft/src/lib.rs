@@ -17,7 +17,8 @@
 //! - [`raft_service`]: inbound Raft RPCs, handed to openraft.
 //! - [`batching`]: group commit, the one batching loop of the crate.
 //! - [`proposer`]: group commit of Raft entries: the writes that arrive while earlier entries are in flight go
-//!   into one log entry, so that one flush and one replication round carry many of them.
+//!   into one log entry, so that one flush and one replication round carry many of them; every
+//!   entry is waited on until a deadline, and no longer once the node stops leading.
 //! - [`service`]: the client API (`OrderQueue`): requests become commands through Raft, answers
 //!   become protobuf; the one place a failure becomes a gRPC status.
 //! - [`metrics`]: what the node reports on `/metrics` (role, term, log positions, the queue),
@@ -38,7 +39,10 @@
 //! - Nothing is acknowledged to openraft before it is synced to disk (`fdatasync`), one sync per
 //!   appended batch (`tests/durable_writes.rs` checks it under strace); a restarted node finds its
 //!   log, vote and last snapshot again (`tests/store_suite.rs`, `tests/store_restart.rs`,
-//!   `tests/raft_restart.rs`).
+//!   `tests/raft_restart.rs`); the snapshot on disk never goes back to an older one, however
+//!   builds and installs interleave (`tests/snapshot_race.rs`).
+//! - A leader deposed with writes in flight, even one caught up by a snapshot past them, answers
+//!   later writes at once as not the leader (`tests/deposed_leader.rs`).
 //! - Three `queue-node` processes keep every acknowledged enqueue exactly once through a leader
 //!   crash, a whole-cluster crash, and a node catching up by snapshot; the client follows the
 //!   leader and fails in bounded time without one (`tests/cluster.rs`).

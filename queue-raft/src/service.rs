@@ -28,7 +28,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::ClusterSecret;
-use crate::proposer::{Committed, Proposer};
+use crate::proposer::{Committed, Proposer, WriteError};
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
     StateMachineStore, TypeConfig,
@@ -94,6 +94,18 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for RequestErr
                 RequestError::NotLeader(forward)
             }
             other => RequestError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A write given up because this node stopped leading is "not the leader", whatever became of
+/// its entry: the client retries at the leader, which is safe.
+impl From<WriteError> for RequestError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Raft(error) => RequestError::from(*error),
+            WriteError::Deposed(forward) => RequestError::NotLeader(forward),
+            WriteError::TimedOut(_) => RequestError::Unavailable(error.to_string()),
         }
     }
 }
@@ -209,7 +221,7 @@ impl OrderQueueService {
         self.proposer
             .write(command)
             .await
-            .map_err(|error| RequestError::from(*error))
+            .map_err(RequestError::from)
     }
 
     /// Reads the queue after making sure this node is still the leader and has applied every
