@@ -32,7 +32,10 @@ use rand::Rng;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use super::proxy::LinkProxy;
+// By path, so that the crates that include this file by path (executor, orchestrator) find it.
+#[path = "proxy.rs"]
+pub mod proxy;
+use proxy::LinkProxy;
 
 pub const NODE_IDS: [NodeId; 3] = [1, 2, 3];
 /// How often a wait polls.

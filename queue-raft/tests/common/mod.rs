@@ -1,12 +1,11 @@
 //! Helpers shared by the tests: stores on their own temporary directory and entries (storage
-//! tests), [`cluster`], three real nodes (cluster tests), and [`proxy`], links between them that
-//! a test can cut.
+//! tests), and [`cluster`], three real nodes (cluster tests) and the links between them that a
+//! test can cut ([`cluster::proxy`]).
 
 // Each test binary compiles this module and uses only its part of it.
 #![allow(dead_code)]
 
 pub mod cluster;
-pub mod proxy;
 
 use openraft::testing::log_id;
 use openraft::{Entry, EntryPayload};
