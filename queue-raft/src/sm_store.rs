@@ -170,7 +170,13 @@ fn write_synced(path: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> {
 /// one now would lose it.
 fn remove_temp_files(dir: &Path) -> std::io::Result<()> {
     let prefix = format!("{SNAPSHOT_FILE}.");
-    for entry in std::fs::read_dir(dir)? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // No directory yet: nothing left over in it.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
