@@ -4,7 +4,8 @@
 //! - [`state_machine`]: the queue itself, pure: orders by priority, the executors' lease with its
 //!   fencing token, and the rules for both. Replicas applying the same log end equal.
 //! - [`log_store`]: the Raft log, vote and committed id in sled; an append is reported durable
-//!   only after sled has flushed it.
+//!   only after sled has flushed it and its files are synced.
+//! - [`sled_files`]: the real syncs of sled's files (its own flush is only `sync_file_range`).
 //! - [`sm_store`]: openraft's state machine around [`QueueState`]: applies entries, builds and
 //!   installs snapshots, and persists the current snapshot so a restarted node recovers from it.
 //! - [`clock`]: the node's one clock, which every command's time is read from, with the
@@ -18,7 +19,8 @@
 //! - [`raft_service`]: inbound Raft RPCs, handed to openraft.
 //! - [`batching`]: group commit, the one batching loop of the crate.
 //! - [`proposer`]: group commit of Raft entries: the writes that arrive while earlier entries are in flight go
-//!   into one log entry, so that one flush and one replication round carry many of them.
+//!   into one log entry, so that one flush and one replication round carry many of them; every
+//!   entry is waited on until a deadline, and no longer once the node stops leading.
 //! - [`service`]: the client API (`OrderQueue`): requests become commands through Raft, answers
 //!   become protobuf; the one place a failure becomes a gRPC status.
 //! - [`metrics`]: what the node reports on `/metrics` (role, term, log positions, the queue),
@@ -36,9 +38,13 @@
 //!   (time included) and the state (property tests in `state_machine`).
 //! - No order executed twice, none lost, only the current lease's fencing token may dequeue or
 //!   acknowledge (same).
-//! - Nothing is acknowledged to openraft before sled has flushed it; a restarted node finds its
+//! - Nothing is acknowledged to openraft before it is synced to disk (`fdatasync`), one sync per
+//!   appended batch (`tests/durable_writes.rs` checks it under strace); a restarted node finds its
 //!   log, vote and last snapshot again (`tests/store_suite.rs`, `tests/store_restart.rs`,
-//!   `tests/raft_restart.rs`).
+//!   `tests/raft_restart.rs`); the snapshot on disk never goes back to an older one, however
+//!   builds and installs interleave (`tests/snapshot_race.rs`).
+//! - A leader deposed with writes in flight, even one caught up by a snapshot past them, answers
+//!   later writes at once as not the leader (`tests/deposed_leader.rs`).
 //! - Three `queue-node` processes keep every acknowledged enqueue exactly once through a leader
 //!   crash, a whole-cluster crash, and a node catching up by snapshot; the client follows the
 //!   leader and fails in bounded time without one (`tests/cluster.rs`).
@@ -56,6 +62,7 @@ pub mod node;
 pub mod proposer;
 pub mod raft_service;
 pub mod service;
+pub mod sled_files;
 pub mod sm_store;
 pub mod state_machine;
 

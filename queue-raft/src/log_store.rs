@@ -5,16 +5,25 @@
 //! sled's byte order is index order), to the bincode of its `Entry`; tree `meta` holds the bincode
 //! of the vote, the committed log id and the last purged log id.
 //!
+//! "Durable" below means sled's flush followed by real syncs of its files ([`SledFiles::sync`]:
+//! `fdatasync` of the log file, `fsync` of new blob files and their directory): sled's flush
+//! alone is `sync_file_range`, which a power cut can undo.
+//!
 //! Invariants:
-//! - Durable before acknowledged: `append` reports entries to openraft only after sled flushed
-//!   them, and `save_vote` returns only after the vote is flushed.
-//! - `last_purged` is persisted before the entries it covers are deleted, so after any crash the
+//! - Durable before acknowledged: `append` reports entries to openraft only after they are
+//!   durable, and `save_vote` returns only after the vote is. One sync per `append`, whatever
+//!   the number of entries openraft hands it (and each entry may carry many commands, see
+//!   [`crate::proposer`]): group commit keeps the cost of syncing per batch, not per write.
+//! - `last_purged` is durable before the entries it covers are deleted, so after any crash the
 //!   log state never reports a last log id below what was purged.
 //! - Purged entries are gone at once for every reader (reads start after `last_purged`), and
 //!   deleted from disk in the background: openraft waits for `purge`, and deleting thousands of
 //!   entries from sled takes seconds, which would hold up heartbeats and commits.
-//! - `truncate` is flushed before returning, so entries from a deposed leader cannot reappear
+//! - `truncate` is durable before returning, so entries from a deposed leader cannot reappear
 //!   after a restart behind entries that replaced them.
+//! - The committed log id is written without a sync of its own: the next one (an append's, a
+//!   vote's, or sled's background flusher's) carries it, and it is never ahead of the durable
+//!   log (see `save_committed`).
 
 // openraft's storage traits fix the error type; the helpers here return the same one unboxed so
 // that `?` carries it through unchanged.
@@ -33,6 +42,7 @@ use openraft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::sled_files::SledFiles;
 use crate::{NodeId, StoreOpenError, TypeConfig, codec};
 
 const LOGS_TREE: &str = "logs";
@@ -57,6 +67,8 @@ pub struct LogStore {
     /// The first index still in the log: one past `last_purged` (0 before any purge). Entries
     /// below it may still be on disk, waiting to be deleted, but are never read.
     first_kept: Arc<AtomicU64>,
+    /// sled's files, synced to make writes durable.
+    files: Arc<SledFiles>,
 }
 
 /// How many purged entries are deleted per sled batch: small enough that the log's own writes
@@ -67,15 +79,21 @@ impl LogStore {
     /// Opens (or creates) the node's sled database at `path` and the log store in it. The
     /// database is locked until every clone of it is dropped; share it through [`LogStore::db`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreOpenError> {
+        let path = path.as_ref();
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_BYTES)
             .open()?;
+        let files = SledFiles::open(path).map_err(|source| StoreOpenError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let store = Self {
             logs: db.open_tree(LOGS_TREE)?,
             meta: db.open_tree(META_TREE)?,
             db,
             first_kept: Arc::new(AtomicU64::new(0)),
+            files: Arc::new(files),
         };
         let last_purged: Option<LogId<NodeId>> = store
             .read_meta(LAST_PURGED_KEY, StorageIOError::read_logs)
@@ -107,7 +125,7 @@ impl LogStore {
         Ok(Some(value))
     }
 
-    /// Writes a value to `meta` without flushing it.
+    /// Writes a value to `meta`; not durable until the next [`LogStore::make_durable`].
     fn write_meta<T: Serialize>(
         &self,
         key: &[u8],
@@ -121,15 +139,25 @@ impl LogStore {
         Ok(())
     }
 
-    async fn flush(
+    /// Makes everything written so far durable: sled's flush, then the syncs of its files, on a
+    /// blocking thread (they take as long as the disk does).
+    async fn make_durable(&self) -> std::io::Result<()> {
+        let (db, files) = (self.db.clone(), Arc::clone(&self.files));
+        tokio::task::spawn_blocking(move || {
+            db.flush().map_err(std::io::Error::other)?;
+            files.sync()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    async fn make_durable_or(
         &self,
         io_error: impl Fn(AnyError) -> StorageIOError<NodeId>,
     ) -> StorageResult<()> {
-        self.db
-            .flush_async()
+        self.make_durable()
             .await
-            .map_err(|e| io_error(AnyError::new(&e)))?;
-        Ok(())
+            .map_err(|e| io_error(AnyError::new(&e)).into())
     }
 
     /// The index of the first entry in the log, if any.
@@ -273,16 +301,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         self.write_meta(VOTE_KEY, vote, StorageIOError::write_vote)?;
-        self.flush(StorageIOError::write_vote).await
+        self.make_durable_or(StorageIOError::write_vote).await
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
         self.read_meta(VOTE_KEY, StorageIOError::read_vote)
     }
 
-    /// Not flushed: the committed id only lets a restarted node re-apply its log sooner. sled
-    /// persists it within its flush interval; an older value on disk only means less re-applied,
-    /// and it is never ahead of the log, whose entries were flushed before they could commit.
+    /// Not synced here: the committed id only lets a restarted node re-apply its log sooner, so
+    /// it waits for the next sync (the next append's, or sled's background flusher's, within
+    /// 500 ms); an older value on disk only means less re-applied. It is never ahead of the
+    /// durable log: entries are durable before they can commit. A sync here would double the
+    /// syncs per write on the leader, which saves it right after each append commits.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         self.write_meta(COMMITTED_KEY, &committed, StorageIOError::write)
     }
@@ -309,26 +339,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         // Durable before acknowledged: openraft counts these entries towards a commit quorum as
         // soon as the callback runs.
-        match self.db.flush_async().await {
-            Ok(_) => {
+        match self.make_durable().await {
+            Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.clone())));
-                Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+                let error = StorageIOError::write_logs(AnyError::new(&e)).into();
+                callback.log_io_completed(Err(e));
+                Err(error)
             }
         }
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         self.remove_from(log_id.index)?;
-        self.flush(StorageIOError::write_logs).await
+        self.make_durable_or(StorageIOError::write_logs).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         self.write_meta(LAST_PURGED_KEY, &log_id, StorageIOError::write_logs)?;
-        self.flush(StorageIOError::write_logs).await?;
+        self.make_durable_or(StorageIOError::write_logs).await?;
         self.first_kept
             .fetch_max(first_kept_after(Some(log_id)), Ordering::AcqRel);
         let Some(first) = self.first_index()? else {
@@ -339,7 +370,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut from = first;
             while from <= log_id.index {
                 let to = from.saturating_add(DELETE_CHUNK - 1).min(log_id.index);
-                if let Err(error) = store.remove_entries(from..=to) {
+                if let Err(error) = store
+                    .files
+                    .between_syncs(|| store.remove_entries(from..=to))
+                {
                     // Left on disk, never read; the next purge deletes them.
                     tracing::warn!(%error, from, to, "cannot delete purged log entries");
                     return;

@@ -3,10 +3,19 @@
 //! what limits the queue. The [`Proposer`] puts the commands that arrive while earlier entries
 //! are in flight into one [`Command::Batch`] entry (see [`crate::batching`]), so that one flush
 //! and one round trip carry many writes, and hands every caller its own answer.
+//!
+//! Invariant: every entry in flight ends, and frees its slot, within [`PROPOSAL_DEADLINE`], and
+//! at once when this node stops leading. openraft answers a pending `client_write` only when its
+//! entry is applied or truncated here; a deposed leader caught up by a snapshot past its pending
+//! entries has them purged, never answered, and would otherwise hold its slots, and every later
+//! write on this node behind them, for good.
 
-use openraft::error::{ClientWriteError, Fatal, RaftError};
-use openraft::{BasicNode, LogId, Raft};
-use tokio::sync::{mpsc, oneshot};
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, RaftError};
+use openraft::{BasicNode, LogId, Raft, RaftMetrics};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::batching;
 use crate::{Command, CommandResponse, NodeId, TypeConfig};
@@ -19,10 +28,27 @@ pub const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 pub const MAX_COMMANDS_PER_ENTRY: usize = 256;
 /// Commands waiting for an entry; a caller beyond this waits to hand its command over.
 const WAITING_CAPACITY: usize = 4 * MAX_COMMANDS_PER_ENTRY;
+/// The longest an entry is waited on. A commit takes milliseconds, an election about a second;
+/// this is also how long the client waits in all ([`crate::ClientOptions`]), so past it nobody
+/// is left to answer.
+pub const PROPOSAL_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Why a write was not committed: openraft's own error, the same for every command of an entry
-/// (boxed: it is large, and travels in every answer).
-pub type WriteError = Box<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+/// Why a write was not committed, the same for every command of an entry. The last two leave
+/// the outcome open: the entry may still commit under another leader, and a retry (at the leader)
+/// is safe, see [`crate::client`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// openraft's answer: not the leader (naming it), or Raft stopped or failed (boxed: it is
+    /// large, and travels in every answer).
+    #[error(transparent)]
+    Raft(Box<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>),
+    /// This node stopped leading while the write was in flight; the leader now, if known.
+    #[error("this node stopped leading before the write committed; it may still commit")]
+    Deposed(ForwardToLeader<NodeId, BasicNode>),
+    /// The write did not commit within [`PROPOSAL_DEADLINE`].
+    #[error("the write did not commit within {0:?}; it may still commit")]
+    TimedOut(Duration),
+}
 
 /// A committed command: where it is in the log and what the state machine answered to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,23 +96,96 @@ impl Proposer {
 
 /// The batching task gone means Raft shut down under it.
 fn stopped() -> WriteError {
-    Box::new(RaftError::Fatal(Fatal::Stopped))
+    WriteError::Raft(Box::new(RaftError::Fatal(Fatal::Stopped)))
 }
 
-/// Writes one entry for `batch` and answers each proposal.
+/// Writes one entry for `batch` and answers each proposal, within [`PROPOSAL_DEADLINE`].
 async fn commit(raft: Raft<TypeConfig>, batch: Vec<Proposal>) {
     let (commands, replies): (Vec<Command>, Vec<_>) = batch
         .into_iter()
         .map(|proposal| (proposal.command, proposal.reply))
         .unzip();
     metrics::histogram!("bookstore_raft_entry_commands").record(commands.len() as f64);
-    let answers = match raft.client_write(Command::group(commands)).await {
+    // Watched from before the proposal, so that a step-down after it is seen.
+    let deposed = stopped_leading(raft.metrics());
+    let written = settle(
+        raft.client_write(Command::group(commands)),
+        deposed,
+        PROPOSAL_DEADLINE,
+    )
+    .await;
+    let answers = match written {
         Ok(written) => answers_of(written.log_id, written.data, replies.len()),
-        Err(error) => vec![Err(Box::new(error)); replies.len()],
+        Err(error) => {
+            if !matches!(error, WriteError::Raft(_)) {
+                tracing::warn!(%error, commands = replies.len(), "write given up");
+            }
+            vec![Err(error); replies.len()]
+        }
     };
     for (reply, answer) in replies.into_iter().zip(answers) {
         // A caller that gave up (its request was cancelled) no longer waits for the answer.
         let _ = reply.send(answer);
+    }
+}
+
+/// What `write` ends with, unless `deposed` resolves first (the node stopped leading) or
+/// `deadline` passes. Dropping `write` only stops waiting: openraft goes on with the entry.
+async fn settle<T>(
+    write: impl Future<Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>>,
+    deposed: impl Future<Output = ForwardToLeader<NodeId, BasicNode>>,
+    deadline: Duration,
+) -> Result<T, WriteError> {
+    tokio::select! {
+        // An answer that is there wins over a step-down seen at the same time.
+        biased;
+        written = write => written.map_err(|error| WriteError::Raft(Box::new(error))),
+        leader = deposed => Err(WriteError::Deposed(leader)),
+        () = tokio::time::sleep(deadline) => Err(WriteError::TimedOut(deadline)),
+    }
+}
+
+/// Resolves when this node, leading now, no longer leads in the same term, with the leader it
+/// knows of then. Never resolves if it does not lead now (openraft itself then refuses the write
+/// as not the leader), nor once Raft has stopped (the write then fails by itself).
+async fn stopped_leading(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+) -> ForwardToLeader<NodeId, BasicNode> {
+    let leading_term = {
+        let now = metrics.borrow_and_update();
+        now.state.is_leader().then_some(now.current_term)
+    };
+    let Some(leading_term) = leading_term else {
+        return std::future::pending().await;
+    };
+    loop {
+        {
+            let now = metrics.borrow_and_update();
+            if !now.state.is_leader() || now.current_term != leading_term {
+                return leader_known_to(&now);
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The leader `metrics` name, if it is another node, with its address.
+fn leader_known_to(metrics: &RaftMetrics<NodeId, BasicNode>) -> ForwardToLeader<NodeId, BasicNode> {
+    match metrics
+        .current_leader
+        .filter(|leader| *leader != metrics.id)
+    {
+        Some(leader) => ForwardToLeader {
+            leader_id: Some(leader),
+            leader_node: metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned(),
+        },
+        None => ForwardToLeader::empty(),
     }
 }
 
@@ -107,7 +206,84 @@ fn answers_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::CommittedLeaderId;
+    use openraft::{CommittedLeaderId, ServerState};
+
+    /// A write that never ends, as one whose entry was purged past.
+    fn never_answered()
+    -> impl Future<Output = Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>>
+    {
+        std::future::pending()
+    }
+
+    fn leading(term: u64) -> RaftMetrics<NodeId, BasicNode> {
+        let mut metrics = RaftMetrics::new_initial(1);
+        metrics.state = ServerState::Leader;
+        metrics.current_term = term;
+        metrics.current_leader = Some(1);
+        metrics
+    }
+
+    #[tokio::test]
+    async fn a_write_that_is_never_answered_times_out() {
+        let deadline = Duration::from_millis(20);
+        let outcome = settle(never_answered(), std::future::pending(), deadline).await;
+        assert_eq!(outcome, Err(WriteError::TimedOut(deadline)));
+    }
+
+    #[tokio::test]
+    async fn a_step_down_ends_the_wait_at_once_and_an_answer_there_wins_over_it() {
+        let forward = ForwardToLeader::new(2, BasicNode::new("node-2:50062"));
+        let outcome = settle(
+            never_answered(),
+            std::future::ready(forward.clone()),
+            Duration::from_secs(3600),
+        )
+        .await;
+        assert_eq!(outcome, Err(WriteError::Deposed(forward.clone())));
+
+        let answered = settle(
+            std::future::ready(Ok(7)),
+            std::future::ready(forward),
+            Duration::from_secs(3600),
+        )
+        .await;
+        assert_eq!(answered, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn stepping_down_or_a_new_term_is_seen_and_names_the_new_leader() {
+        // Each watch starts (reads the term it leads in) before the change it is to see.
+        let (metrics, watched) = watch::channel(leading(3));
+        let deposed = stopped_leading(watched);
+        let mut follower = leading(4);
+        follower.state = ServerState::Follower;
+        follower.current_leader = Some(2);
+        let (forward, ()) = tokio::join!(deposed, async {
+            metrics.send_replace(follower);
+        });
+        assert_eq!(forward.leader_id, Some(2));
+
+        metrics.send_replace(leading(4));
+        let re_elected = stopped_leading(metrics.subscribe());
+        let (forward, ()) = tokio::join!(re_elected, async {
+            metrics.send_replace(leading(6));
+        });
+        assert_eq!(
+            forward,
+            ForwardToLeader::empty(),
+            "no other leader is known"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_that_does_not_lead_leaves_the_refusal_to_openraft() {
+        let mut follower = leading(3);
+        follower.state = ServerState::Follower;
+        let (_metrics, watched) = watch::channel(follower);
+        let waited =
+            tokio::time::timeout(Duration::from_millis(20), stopped_leading(watched)).await;
+        assert!(waited.is_err(), "a follower is never reported deposed");
+    }
 
     fn log_id() -> LogId<NodeId> {
         LogId::new(CommittedLeaderId::new(3, 1), 42)

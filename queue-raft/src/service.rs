@@ -30,7 +30,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::ClusterSecret;
 use crate::clock::NodeClock;
-use crate::proposer::{Committed, Proposer};
+use crate::proposer::{Committed, Proposer, WriteError};
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
     Stamp, StateMachineStore, TypeConfig,
@@ -113,6 +113,18 @@ impl From<CommandResponse> for RequestError {
                  {current_term}; ask again"
             )),
             other => RequestError::UnexpectedAnswer(other),
+        }
+    }
+}
+
+/// A write given up because this node stopped leading is "not the leader", whatever became of
+/// its entry: the client retries at the leader, which is safe.
+impl From<WriteError> for RequestError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Raft(error) => RequestError::from(*error),
+            WriteError::Deposed(forward) => RequestError::NotLeader(forward),
+            WriteError::TimedOut(_) => RequestError::Unavailable(error.to_string()),
         }
     }
 }
@@ -224,7 +236,7 @@ impl OrderQueueService {
         self.proposer
             .write(command)
             .await
-            .map_err(|error| RequestError::from(*error))
+            .map_err(RequestError::from)
     }
 
     /// A reading of this node's clock as leader of its current term, for a command it is about to

@@ -10,6 +10,12 @@
 //!   log only behind a built snapshot, so the persisted snapshot plus the remaining log always
 //!   cover every committed entry: on restart [`StateMachineStore::open`] loads the snapshot, reports
 //!   its last log id as applied, and openraft re-applies the committed entries after it.
+//! - The snapshot on disk only moves forward: openraft builds snapshots beside the state machine,
+//!   so a build that began before an install can finish after it. Snapshots are written one at
+//!   a time (a lock), each through a temporary file of its own, and one that is not newer (by
+//!   last log id) than the current snapshot is not written at all: a build that loses the race
+//!   hands back the current snapshot instead. An older snapshot replacing a newer one would
+//!   leave the log purged past it, a node that cannot restart.
 //! - The applied state is not persisted on each apply; durability comes from the log.
 //! - Building a snapshot never stops applying: the state is cloned in O(1) (persistent maps, see
 //!   [`QueueState`]) and encoded on a blocking thread, while entries go on being applied.
@@ -30,14 +36,15 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 
 use crate::{CommandResponse, NodeId, QueueState, StoreOpenError, TypeConfig, codec};
 
 /// The current snapshot's file in the node's data directory.
 pub const SNAPSHOT_FILE: &str = "queue-snapshot.bin";
-/// Where the next snapshot is written before it replaces the current one.
-const SNAPSHOT_TEMP_FILE: &str = "queue-snapshot.bin.tmp";
+/// A snapshot being written is named `{SNAPSHOT_FILE}.{N}{TEMP_SUFFIX}` until it replaces the
+/// current one; one left by a crash is deleted at open.
+const TEMP_SUFFIX: &str = ".tmp";
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -76,6 +83,11 @@ struct Shared {
     /// The metadata of the last snapshot built or installed; written only after the snapshot is
     /// on disk.
     current_snapshot: RwLock<Option<SnapshotMeta<NodeId, BasicNode>>>,
+    /// Held while a snapshot is compared with the current one, written and made current, so
+    /// that snapshots replace each other one at a time.
+    persisting: Mutex<()>,
+    /// Snapshot files written since this process started, numbering their temporary names.
+    temp_files: AtomicU64,
     /// The node's data directory, which holds [`SNAPSHOT_FILE`].
     dir: PathBuf,
     /// Snapshots built since this process started, appended to snapshot ids. An id can repeat
@@ -83,39 +95,96 @@ struct Shared {
     builds: AtomicU64,
 }
 
+/// What [`Shared::persist_snapshot`] did.
+enum Persisted {
+    /// The snapshot is on disk and current.
+    Written(StoredSnapshot),
+    /// The current snapshot was as new or newer; this one was dropped.
+    NotNewer,
+}
+
 impl Shared {
-    /// Writes `snapshot` to disk, then makes it the current one; hands it back.
-    async fn persist_snapshot(&self, snapshot: StoredSnapshot) -> StorageResult<StoredSnapshot> {
+    /// Writes `snapshot` to disk and makes it the current one, unless the current one is as new
+    /// or newer.
+    async fn persist_snapshot(&self, snapshot: StoredSnapshot) -> StorageResult<Persisted> {
+        let _one_at_a_time = self.persisting.lock().await;
+        let current = self
+            .current_snapshot
+            .read()
+            .await
+            .as_ref()
+            .map(|meta| meta.last_log_id);
+        if let Some(current) = current
+            && current >= snapshot.meta.last_log_id
+        {
+            tracing::info!(
+                snapshot_id = %snapshot.meta.snapshot_id,
+                last_log_id = ?snapshot.meta.last_log_id,
+                current_last_log_id = ?current,
+                "snapshot not written: the current one is as new"
+            );
+            return Ok(Persisted::NotNewer);
+        }
         let signature = snapshot.meta.signature();
+        let temp = self.dir.join(format!(
+            "{SNAPSHOT_FILE}.{}{TEMP_SUFFIX}",
+            self.temp_files.fetch_add(1, Ordering::Relaxed)
+        ));
         let dir = self.dir.clone();
         // Encoding and writing copy the whole queue: off the async workers, where they would
         // hold up Raft's own tasks (heartbeats) for as long.
-        let (written, snapshot) =
-            tokio::task::spawn_blocking(move || (write_snapshot_file(&dir, &snapshot), snapshot))
-                .await
-                .map_err(|e| {
-                    StorageIOError::write_snapshot(Some(signature.clone()), AnyError::new(&e))
-                })?;
+        let (written, snapshot) = tokio::task::spawn_blocking(move || {
+            (write_snapshot_file(&dir, &temp, &snapshot), snapshot)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), AnyError::new(&e)))?;
         written.map_err(|e| StorageIOError::write_snapshot(Some(signature), AnyError::new(&e)))?;
         *self.current_snapshot.write().await = Some(snapshot.meta.clone());
-        Ok(snapshot)
+        Ok(Persisted::Written(snapshot))
     }
 }
 
-/// Replaces the snapshot file in `dir` with `snapshot`, durably: a crash leaves either the old
-/// snapshot or the new one, whole.
-fn write_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> {
-    let temp = dir.join(SNAPSHOT_TEMP_FILE);
-    let mut writer = BufWriter::new(File::create(&temp)?);
+/// Replaces the snapshot file in `dir` with `snapshot`, written first to `temp`, durably: a
+/// crash leaves either the old snapshot or the new one, whole. A failed write removes `temp`.
+fn write_snapshot_file(dir: &Path, temp: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> {
+    let written = write_synced(temp, snapshot).and_then(|()| {
+        std::fs::rename(temp, dir.join(SNAPSHOT_FILE))?;
+        // The rename is durable only once the directory is.
+        File::open(dir)?.sync_all()
+    });
+    if written.is_err() {
+        // Best effort: a leftover is deleted at the next open anyway.
+        let _ = std::fs::remove_file(temp);
+    }
+    written
+}
+
+fn write_synced(path: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> {
+    let mut writer = BufWriter::new(File::create_new(path)?);
     codec::encode_into(&mut writer, snapshot).map_err(std::io::Error::other)?;
     writer.flush()?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    std::fs::rename(&temp, dir.join(SNAPSHOT_FILE))?;
-    // The rename is durable only once the directory is.
-    File::open(dir)?.sync_all()
+    writer.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// Deletes the temporary snapshot files a crash left in `dir`. Only at open: a store writing
+/// one now would lose it.
+fn remove_temp_files(dir: &Path) -> std::io::Result<()> {
+    let prefix = format!("{SNAPSHOT_FILE}.");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // No directory yet: nothing left over in it.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The snapshot file in `dir`, if there is one.
@@ -154,9 +223,15 @@ impl StateMachineStore {
     /// snapshot stored there if there is one, else empty.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreOpenError> {
         let dir = dir.as_ref().to_path_buf();
+        remove_temp_files(&dir).map_err(|source| StoreOpenError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let mut shared = Shared {
             applied: RwLock::new(AppliedState::default()),
             current_snapshot: RwLock::new(None),
+            persisting: Mutex::new(()),
+            temp_files: AtomicU64::new(0),
             dir,
             builds: AtomicU64::new(0),
         };
@@ -244,6 +319,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             )))
             .into());
         }
+        // Not written when the current snapshot is as new: the state is still reset to the one
+        // openraft installs, and the log after it is applied on top.
         self.shared
             .persist_snapshot(StoredSnapshot {
                 meta: meta.clone(),
@@ -256,18 +333,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let Some(meta) = self.shared.current_snapshot.read().await.clone() else {
-            return Ok(None);
-        };
-        let read_error = |e: AnyError| StorageIOError::read_snapshot(Some(meta.signature()), e);
-        // Reading copies the whole queue: off the async workers.
-        let dir = self.shared.dir.clone();
-        let stored = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
-            .await
-            .map_err(|e| read_error(AnyError::new(&e)))?
-            .map_err(|e| read_error(AnyError::new(&e)))?;
-        Ok(stored.map(StoredSnapshot::into_snapshot))
+        current_snapshot(&self.shared).await
     }
+}
+
+/// The current snapshot, read back from its file.
+async fn current_snapshot(shared: &Shared) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+    let Some(meta) = shared.current_snapshot.read().await.clone() else {
+        return Ok(None);
+    };
+    let read_error = |e: AnyError| StorageIOError::read_snapshot(Some(meta.signature()), e);
+    // Reading copies the whole queue: off the async workers.
+    let dir = shared.dir.clone();
+    let stored = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+        .await
+        .map_err(|e| read_error(AnyError::new(&e)))?
+        .map_err(|e| read_error(AnyError::new(&e)))?;
+    Ok(stored.map(StoredSnapshot::into_snapshot))
 }
 
 /// Builds a snapshot of the state machine as applied at the time of the call.
@@ -299,8 +381,19 @@ impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
             },
             data,
         };
-        let snapshot = self.shared.persist_snapshot(stored).await?.into_snapshot();
-        tracing::info!(snapshot_id = %snapshot.meta.snapshot_id, ?last_log_id, "snapshot built");
-        Ok(snapshot)
+        match self.shared.persist_snapshot(stored).await? {
+            Persisted::Written(stored) => {
+                tracing::info!(snapshot_id = %stored.meta.snapshot_id, ?last_log_id, "snapshot built");
+                Ok(stored.into_snapshot())
+            }
+            // An install overtook this build: what is current is newer.
+            Persisted::NotNewer => current_snapshot(&self.shared).await?.ok_or_else(|| {
+                StorageIOError::read_snapshot(
+                    None,
+                    AnyError::error("a newer snapshot was current, and now there is none"),
+                )
+                .into()
+            }),
+        }
     }
 }

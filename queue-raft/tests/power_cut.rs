@@ -40,9 +40,6 @@ fn saved_vote() -> Vote<u64> {
 }
 
 #[test]
-#[ignore = "fails on today's log store: sled's flush is pwrite + sync_file_range, and nothing \
-            fsyncs the sled directory, so acknowledged appends and votes are lost on a power cut \
-            (issue 14, claim 1); un-ignored by the change that makes the log store durable"]
 fn log_store_keeps_every_acknowledged_append_and_vote_across_a_power_cut() {
     if let Ok(dir) = std::env::var(DATA_DIR_ENV) {
         acknowledge_then_die(Path::new(&dir));
@@ -123,7 +120,6 @@ fn run_child(data_dir: &Path) -> Acknowledged {
         .args([
             "log_store_keeps_every_acknowledged_append_and_vote_across_a_power_cut",
             "--exact",
-            "--include-ignored",
             "--nocapture",
             "--test-threads=1",
         ])

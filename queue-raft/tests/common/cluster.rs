@@ -8,6 +8,10 @@
 //! by binding, and never handed out twice in one test process; a node that still fails to bind
 //! is retried (the whole cluster on fresh ports at start, the same port on restart).
 //!
+//! Faults besides crashes: [`Cluster::pause`] freezes a node (SIGSTOP); a cluster started with
+//! [`Cluster::start_behind_proxies`] puts a [`LinkProxy`] (on a port of its own, held for the
+//! cluster's life) between each node and its peers, which [`Cluster::cut`] closes.
+//!
 //! The nodes share a random cluster secret, in a file of the cluster's own temporary directory;
 //! [`Cluster::start_intruder`] starts a node with a secret of its own.
 //!
@@ -31,6 +35,11 @@ use rand::Rng;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
+// By path, so that the crates that include this file by path (executor, orchestrator) find it.
+#[path = "proxy.rs"]
+pub mod proxy;
+use proxy::LinkProxy;
+
 pub const NODE_IDS: [NodeId; 3] = [1, 2, 3];
 /// How often a wait polls.
 const POLL: Duration = Duration::from_millis(50);
@@ -41,7 +50,7 @@ const START_TRIES: usize = 5;
 static PORTS_TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A loopback port that was free a moment ago and that no other test here was given.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let port = rand::random_range(20_000..32_768);
         let mut taken = PORTS_TAKEN.lock().expect("port set lock");
@@ -75,6 +84,9 @@ struct Node {
     join: bool,
     /// Its `--cluster-secret-file`.
     secret_file: PathBuf,
+    /// Where its peers reach it, when not at its port directly: see
+    /// [`Cluster::start_behind_proxies`].
+    proxy: Option<LinkProxy>,
 }
 
 impl Node {
@@ -86,6 +98,7 @@ impl Node {
             peers,
             join,
             secret_file: secret_file.to_owned(),
+            proxy: None,
         }
     }
 }
@@ -103,6 +116,17 @@ pub struct Cluster {
 impl Cluster {
     /// Starts three nodes with `extra_args` and waits until they have elected a leader.
     pub async fn start(extra_args: &[&str]) -> Cluster {
+        Self::start_with(extra_args, false).await
+    }
+
+    /// Like [`Cluster::start`], but each node's peers reach it through a [`LinkProxy`], so that
+    /// [`Cluster::cut`] can take it off the network for them. Clients of the test
+    /// ([`Cluster::addr`]) still reach every node directly.
+    pub async fn start_behind_proxies(extra_args: &[&str]) -> Cluster {
+        Self::start_with(extra_args, true).await
+    }
+
+    async fn start_with(extra_args: &[&str], behind_proxies: bool) -> Cluster {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
         let mut last_error = None;
         for _ in 0..START_TRIES {
@@ -119,6 +143,12 @@ impl Cluster {
                 extra_args: extra_args.clone(),
                 clocks: TempDir::new().expect("temporary clock offsets directory"),
             };
+            if behind_proxies {
+                for node in cluster.nodes.values_mut() {
+                    let target = ([127, 0, 0, 1], node.port).into();
+                    node.proxy = Some(LinkProxy::start(target).await);
+                }
+            }
             match NODE_IDS
                 .iter()
                 .try_for_each(|id| cluster.try_start_node(*id))
@@ -166,6 +196,33 @@ impl Cluster {
         format!("127.0.0.1:{}", self.node(id).port)
     }
 
+    /// Where node `id`'s peers reach it: its proxy if it has one, else its own port.
+    fn peer_addr(&self, id: NodeId) -> String {
+        match &self.node(id).proxy {
+            Some(proxy) => proxy.addr().to_string(),
+            None => self.addr(id),
+        }
+    }
+
+    /// Takes node `id` off the network for its peers: its proxy drops every connection to it,
+    /// now and until [`Cluster::heal`]. Its own connections to them are not cut: freeze it too
+    /// ([`Cluster::pause`]) to silence it.
+    pub fn cut(&self, id: NodeId) {
+        self.proxy(id).cut();
+    }
+
+    /// Puts node `id` back on the network after [`Cluster::cut`].
+    pub fn heal(&self, id: NodeId) {
+        self.proxy(id).heal();
+    }
+
+    fn proxy(&self, id: NodeId) -> &LinkProxy {
+        self.node(id)
+            .proxy
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} has no proxy: start with `start_behind_proxies`"))
+    }
+
     /// A client of all three nodes.
     pub fn client(&self) -> QueueClient {
         QueueClient::new(self.addrs()).expect("client of the cluster")
@@ -210,6 +267,33 @@ impl Cluster {
         if let Some(process) = self.node_mut(id).process.take() {
             process.kill();
         }
+    }
+
+    /// Freezes node `id` with SIGSTOP: it keeps its connections, its state and its place in the
+    /// cluster but runs no code, so that to the others it is cut off (and to itself no time
+    /// passes) until [`Cluster::resume`]. A frozen node is still killed when the cluster drops.
+    pub fn pause(&self, id: NodeId) {
+        self.signal(id, "-STOP");
+    }
+
+    /// Lets node `id`, frozen by [`Cluster::pause`], run again (SIGCONT).
+    pub fn resume(&self, id: NodeId) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: NodeId, signal: &str) {
+        let pid = self
+            .node(id)
+            .process
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .pid();
+        let sent = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {pid} (node {id}) failed");
     }
 
     /// Stops node `id` with SIGTERM and returns how it exited.
@@ -289,7 +373,7 @@ impl Cluster {
         let peers: Vec<String> = node
             .peers
             .iter()
-            .map(|peer| format!("{peer}={}", self.addr(*peer)))
+            .map(|peer| format!("{peer}={}", self.peer_addr(*peer)))
             .collect();
         let mut args = vec![
             format!("--id={id}"),

@@ -1,5 +1,6 @@
 //! Helpers shared by the tests: stores on their own temporary directory and entries (storage
-//! tests), and [`cluster`], three real nodes (cluster tests).
+//! tests), and [`cluster`], three real nodes (cluster tests) and the links between them that a
+//! test can cut ([`cluster::proxy`]).
 
 // Each test binary compiles this module and uses only its part of it.
 #![allow(dead_code)]
