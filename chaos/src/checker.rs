@@ -104,8 +104,9 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::history::{
-    Acknowledgement, AcknowledgementAnswer, ClientOperation, Execution, History, OperationKind,
-    OrderContents, OrderState, Outcome, ReadKind, ReadOperation, ReadResult, ReadState,
+    Acknowledgement, AcknowledgementAnswer, ClientOperation, Execution, FaultPhase, History,
+    NemesisEvent, OperationKind, OrderContents, OrderState, Outcome, ReadKind, ReadOperation,
+    ReadResult, ReadState,
 };
 
 /// How many examples each kind of fault keeps; the count goes on.
@@ -209,6 +210,10 @@ pub struct ReadCounts {
     pub at_one_node: usize,
     /// Reads that got no answer that says anything (errors, timeouts, "not the leader").
     pub no_answer: usize,
+    /// Reads asked of one node while a fault was on it (killed, isolated, or cut off from its
+    /// peers), answered or not, and of those the ones answered (and judged).
+    pub tried_at_faulted_node: usize,
+    pub answered_at_faulted_node: usize,
 }
 
 impl ReadCounts {
@@ -336,13 +341,15 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "reads checked: {} ({} GET /orders, {} GetOrder, {} ListQueue; {} asked of one node), \
-             {} without an answer",
+             {} without an answer; {} tried at a node under a fault, {} of them answered",
             reads.checked(),
             reads.rest,
             reads.get_order,
             reads.list_queue,
             reads.at_one_node,
-            reads.no_answer
+            reads.no_answer,
+            reads.tried_at_faulted_node,
+            reads.answered_at_faulted_node
         )?;
         writeln!(
             f,
@@ -923,7 +930,14 @@ fn check_reads(history: &History, orders: &BTreeMap<&str, OrderRecord>, report: 
             _ => {}
         }
     }
+    let faults = FaultWindows::of(&history.nemesis);
     for read in &history.reads {
+        if faults.covers(&read.via, read.invoked_at_ms) {
+            report.reads.tried_at_faulted_node += 1;
+            if !matches!(read.result, ReadResult::NoAnswer { .. }) {
+                report.reads.answered_at_faulted_node += 1;
+            }
+        }
         let counted = match (&read.result, read.kind) {
             (ReadResult::NoAnswer { .. }, _) => {
                 report.reads.no_answer += 1;
@@ -973,6 +987,58 @@ fn check_reads(history: &History, orders: &BTreeMap<&str, OrderRecord>, report: 
         if let Some(example) = stale {
             report.stale_reads.add(|| example);
         }
+    }
+}
+
+/// When each target was under a fault: from each injection to the repair of the same fault on
+/// the same targets (or for ever, if none came).
+struct FaultWindows<'h> {
+    /// By target, the windows as (from, to), sorted.
+    by_target: HashMap<&'h str, Vec<(u64, u64)>>,
+}
+
+impl<'h> FaultWindows<'h> {
+    fn of(events: &'h [NemesisEvent]) -> Self {
+        let mut open: HashMap<(&str, &[String]), u64> = HashMap::new();
+        let mut by_target: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+        let mut close = |targets: &'h [String], from: u64, to: u64| {
+            for target in targets {
+                by_target.entry(target).or_default().push((from, to));
+            }
+        };
+        for event in events {
+            let key = (event.fault.as_str(), event.targets.as_slice());
+            match event.phase {
+                FaultPhase::Inject => {
+                    open.insert(key, event.at_ms);
+                }
+                FaultPhase::Repair => {
+                    if let Some(from) = open.remove(&key) {
+                        close(&event.targets, from, event.at_ms);
+                    }
+                }
+            }
+        }
+        for ((_, targets), from) in open {
+            close(targets, from, u64::MAX);
+        }
+        for windows in by_target.values_mut() {
+            windows.sort_unstable();
+        }
+        Self { by_target }
+    }
+
+    /// Whether `target` was under a fault at `at_ms`.
+    fn covers(&self, target: &str, at_ms: u64) -> bool {
+        let Some(windows) = self.by_target.get(target) else {
+            return false;
+        };
+        // The windows of one target never overlap (one fault at a time), so the last one that
+        // began by `at_ms` is the only candidate.
+        let began = windows.partition_point(|&(from, _)| from <= at_ms);
+        began
+            .checked_sub(1)
+            .is_some_and(|last| at_ms <= windows[last].1)
     }
 }
 
@@ -1302,14 +1368,17 @@ mod tests {
                     },
                 ),
                 read_order("b", 230, ReadState::Executed),
-                read(
-                    Some("c"),
-                    ReadKind::OrderRest,
-                    240,
-                    ReadResult::Order {
-                        state: ReadState::Queued,
-                    },
-                ),
+                ReadOperation {
+                    via: "orchestrator".into(),
+                    ..read(
+                        Some("c"),
+                        ReadKind::OrderRest,
+                        240,
+                        ReadResult::Order {
+                            state: ReadState::Queued,
+                        },
+                    )
+                },
                 read_order("a", 250, ReadState::Executing),
                 read(
                     Some("c"),
@@ -1420,8 +1489,10 @@ mod tests {
                 rest: 1,
                 get_order: 3,
                 list_queue: 1,
-                at_one_node: 5,
+                at_one_node: 4,
                 no_answer: 1,
+                tried_at_faulted_node: 0,
+                answered_at_faulted_node: 0,
             }
         );
         let text = report.to_string();
@@ -1907,6 +1978,34 @@ mod tests {
         ));
         let example = the_one_fault(&history, "stale reads");
         assert!(example.contains("listed b as queued"), "{example}");
+    }
+
+    #[test]
+    fn reads_at_a_node_under_a_fault_are_counted() {
+        let mut history = clean_history();
+        let event = |at_ms, phase| crate::history::NemesisEvent {
+            at_ms,
+            fault: "partition-queue-node".into(),
+            phase,
+            targets: vec!["queue-1".into()],
+        };
+        history.nemesis = vec![
+            event(100, FaultPhase::Inject),
+            event(200, FaultPhase::Repair),
+            event(255, FaultPhase::Inject),
+        ];
+        // Reads via queue-1 at 105 and 150 fall in the first window, at 260 (no answer) in the
+        // second, which is never repaired; those at 230 and 250 in none, and the one at 240 went
+        // through the orchestrator.
+        let report = check(&history, Bounds::NONE);
+        assert_eq!(
+            (
+                report.reads.tried_at_faulted_node,
+                report.reads.answered_at_faulted_node
+            ),
+            (3, 2),
+            "{report}"
+        );
     }
 
     #[test]

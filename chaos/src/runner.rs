@@ -71,6 +71,9 @@ pub struct Summary {
     pub reads_checked: usize,
     pub reads_at_one_node: usize,
     pub reads_without_answer: usize,
+    /// Reads asked of a node while a fault was on it, and how many of those were answered.
+    pub reads_tried_at_faulted_node: usize,
+    pub reads_answered_at_faulted_node: usize,
     pub dequeues: usize,
     pub contended_dequeues: usize,
     pub orders_executed: usize,
@@ -308,11 +311,14 @@ fn card_leaks(run_dir: &Path, records: &[ClientRecord]) -> anyhow::Result<Vec<ca
         .iter()
         .flat_map(|record| record.cards.iter().cloned())
         .collect();
+    let searched = Instant::now();
     let leaks = cards::scan(run_dir, &used, CVV)?;
     println!(
-        "card check: {} card numbers and the CVV searched in every file under {}: {} found",
+        "card check: {} card numbers and the CVV searched in every file under {} ({:.1} s): {} \
+         found",
         used.len(),
         run_dir.display(),
+        searched.elapsed().as_secs_f64(),
         leaks.len()
     );
     for leak in leaks.iter().take(10) {
@@ -347,6 +353,8 @@ fn summarize(
         reads_checked: report.reads.checked(),
         reads_at_one_node: report.reads.at_one_node,
         reads_without_answer: report.reads.no_answer,
+        reads_tried_at_faulted_node: report.reads.tried_at_faulted_node,
+        reads_answered_at_faulted_node: report.reads.answered_at_faulted_node,
         dequeues: report.contention.dequeues,
         contended_dequeues: report.contention.contended,
         orders_executed: report.orders_executed,
@@ -377,7 +385,8 @@ fn print_summary(summary: &Summary) {
     };
     println!(
         "\nsummary: {:.0} s, seed {}: injected {}; operations {} ok, {} failed, {} unknown; \
-         reads checked {} ({} at one node, {} without answer); contention {} of {} dequeues; \
+         reads checked {} ({} at one node, {} without answer, {} tried at a faulted node); \
+         contention {} of {} dequeues had a choice; \
          {} orders executed ({} executions, {} fenced re-executions, {:.1}/s); faults: {}; \
          card leaks {}",
         summary.duration_s,
@@ -389,6 +398,7 @@ fn print_summary(summary: &Summary) {
         summary.reads_checked,
         summary.reads_at_one_node,
         summary.reads_without_answer,
+        summary.reads_tried_at_faulted_node,
         summary.contended_dequeues,
         summary.dequeues,
         summary.orders_executed,
