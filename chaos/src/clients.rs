@@ -47,7 +47,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(300);
 /// A writer's think time between two orders, in milliseconds.
 const THINK_MS: std::ops::Range<u64> = 100..900;
 /// A reader's pause between two reads, in milliseconds.
-const READ_PAUSE_MS: std::ops::Range<u64> = 50..300;
+const READ_PAUSE_MS: std::ops::Range<u64> = 100..400;
 /// The longest a read, or a write asked of one node directly, may take.
 const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const NODE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
