@@ -158,6 +158,10 @@ async fn replica_states(queue: &QueueClient) -> Vec<ReplicaState> {
         match queue.cluster_status_with_digest_of(addr).await {
             Ok(status) => ReplicaState {
                 node_id: status.node_id,
+                role: status.role,
+                term: status.term,
+                last_log_index: status.last_log_index,
+                commit_index: status.commit_index,
                 applied_index: status.applied_index,
                 state_digest: status.state_digest,
                 queue_depth: status.queue_depth,
@@ -166,6 +170,10 @@ async fn replica_states(queue: &QueueClient) -> Vec<ReplicaState> {
             },
             Err(error) => ReplicaState {
                 node_id,
+                role: String::new(),
+                term: 0,
+                last_log_index: 0,
+                commit_index: 0,
                 applied_index: 0,
                 state_digest: String::new(),
                 queue_depth: 0,

@@ -322,6 +322,12 @@ pub struct ClusterEnd {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaState {
     pub node_id: u64,
+    /// Its role and term, and how far its log, its commit and its state machine got: for a
+    /// reader of a failed run (entries appended but not committed, or never proposed).
+    pub role: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
     pub applied_index: u64,
     /// SHA-256 of the node's applied state (see `ClusterStatusResponse.state_digest`).
     pub state_digest: String,
@@ -561,6 +567,10 @@ mod tests {
                 queued_order_ids: Vec::new(),
                 replicas: vec![ReplicaState {
                     node_id: 1,
+                    role: "leader".into(),
+                    term: 3,
+                    last_log_index: 12,
+                    commit_index: 12,
                     applied_index: 12,
                     state_digest: "ab".into(),
                     queue_depth: 0,
