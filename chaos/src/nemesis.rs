@@ -204,8 +204,7 @@ impl<'r> Nemesis<'r> {
         }
     }
 
-    /// Restarts every process found exited by itself (recording it), and returns what it made
-    /// of the log.
+    /// Restarts every process found exited by itself, recording each exit in the log.
     pub fn restart_exited(&mut self) -> anyhow::Result<()> {
         let exits = self.system.restart_exited()?;
         self.log.exits.extend(exits);
