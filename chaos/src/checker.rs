@@ -403,7 +403,13 @@ struct OrderRecord<'h> {
 
 impl OrderRecord<'_> {
     fn known(&self) -> bool {
-        self.listed_at_end || !matches!(self.final_state, None | Some(OrderState::Unknown))
+        self.listed_at_end
+            || matches!(
+                self.final_state,
+                Some(
+                    OrderState::Queued | OrderState::Executing { .. } | OrderState::Executed { .. }
+                )
+            )
     }
 
     fn priority(&self) -> u32 {
@@ -422,6 +428,11 @@ pub fn check(history: &History, bounds: Bounds) -> Report {
     let mut counting: Vec<&Execution> = Vec::new();
     for (order_id, record) in &orders {
         judge_order(order_id, record, &mut report, &mut counting);
+    }
+    if let Some(error) = &history.end.listing_error {
+        report
+            .stuck
+            .add(|| format!("the queue could not be listed at the end: {error}"));
     }
     if history.end.queue_depth > history.end.queued_order_ids.len() as u64 {
         report.stuck.add(|| {
@@ -518,8 +529,10 @@ fn judge_order<'h>(
             )
         });
     }
+    let unreadable = matches!(record.final_state, Some(OrderState::Unreadable { .. }));
     if record.asked_for
         && !known
+        && !unreadable
         && (record.acknowledged_at.is_some() || !record.ledger_lines.is_empty())
     {
         report.lost.add(|| match record.acknowledged_at {
@@ -532,8 +545,8 @@ fn judge_order<'h>(
             ),
         });
     }
-    if record.asked_for && known && !matches!(record.final_state, Some(OrderState::Executed { .. }))
-    {
+    let executed = matches!(record.final_state, Some(OrderState::Executed { .. }));
+    if record.asked_for && ((known && !executed) || unreadable) {
         report.stuck.add(|| {
             format!(
                 "{order_id} ends {}{} after healing and draining",
@@ -1194,6 +1207,7 @@ fn describe(state: Option<&OrderState>) -> String {
         Some(OrderState::Executed { executor_id, token }) => {
             format!("executed by {executor_id} under token {token}")
         }
+        Some(OrderState::Unreadable { error }) => format!("unreadable ({error})"),
     }
 }
 
@@ -1421,6 +1435,7 @@ mod tests {
             end: ClusterEnd {
                 queue_depth: 0,
                 queued_order_ids: Vec::new(),
+                listing_error: None,
                 replicas: vec![
                     replica(1, 40, "d1"),
                     replica(2, 40, "d1"),
@@ -1626,6 +1641,28 @@ mod tests {
             },
         ));
         the_one_fault(&history, "stuck");
+    }
+
+    #[test]
+    fn an_order_or_a_queue_the_cluster_cannot_read_at_the_end_is_stuck() {
+        let mut history = clean_history();
+        history.final_states[2].state = OrderState::Unreadable {
+            error: "queue unreachable".into(),
+        };
+        // `c` is neither lost nor judged executed, so its ledger line and answer are fenced.
+        let example = the_faults(&history, &["stuck", "acknowledgements lost"]);
+        assert!(
+            example.contains("c ends unreadable (queue unreachable)"),
+            "{example}"
+        );
+
+        let mut history = clean_history();
+        history.end.listing_error = Some("no leader".into());
+        let example = the_one_fault(&history, "stuck");
+        assert!(
+            example.contains("could not be listed at the end: no leader"),
+            "{example}"
+        );
     }
 
     #[test]

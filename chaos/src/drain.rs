@@ -26,6 +26,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(500);
 /// still cause an election while they run.
 const READ_ATTEMPTS: u32 = 5;
 const READ_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long reading every order's final state may take in all.
+const FINAL_READS_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the replicas may take to reach the same applied index, and how often they are
 /// asked meanwhile.
 const REPLICAS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,7 +45,7 @@ pub async fn wait_drained(
     loop {
         let empty = queue_is_empty(queue).await;
         if empty || Instant::now() >= deadline {
-            let states = final_states(queue, order_ids).await?;
+            let states = final_states(queue, order_ids).await;
             let settled = states.iter().all(|state| {
                 matches!(
                     state.state,
@@ -70,21 +72,37 @@ async fn queue_is_empty(queue: &QueueClient) -> bool {
 }
 
 /// The cluster's state of every order, read linearizably at the leader.
-async fn final_states(
-    queue: &QueueClient,
-    order_ids: &BTreeSet<String>,
-) -> anyhow::Result<Vec<FinalState>> {
+/// The cluster's state of every order, read linearizably at the leader, within
+/// [`FINAL_READS_TIMEOUT`]: an order not read by then (a cluster that answers no reads) is
+/// `Unreadable`, for the checker to judge, rather than holding the run up.
+async fn final_states(queue: &QueueClient, order_ids: &BTreeSet<String>) -> Vec<FinalState> {
+    let deadline = Instant::now() + FINAL_READS_TIMEOUT;
     let reads = futures::stream::iter(order_ids.iter().cloned())
         .map(|order_id| async move {
-            let state = read_order(queue, &order_id).await?;
-            anyhow::Ok(FinalState {
-                order_id,
-                contents: state.as_ref().and_then(contents_of),
-                state: order_state(state),
-            })
+            let read = tokio::time::timeout_at(deadline, read_order(queue, &order_id)).await;
+            match read {
+                Ok(Ok(state)) => FinalState {
+                    order_id,
+                    contents: state.as_ref().and_then(contents_of),
+                    state: order_state(state),
+                },
+                Ok(Err(error)) => unreadable(order_id, format!("{error:#}")),
+                Err(_) => unreadable(
+                    order_id,
+                    format!("not read within {FINAL_READS_TIMEOUT:?} of reading the first"),
+                ),
+            }
         })
         .buffered(READS_IN_FLIGHT);
-    reads.collect::<Vec<_>>().await.into_iter().collect()
+    reads.collect().await
+}
+
+fn unreadable(order_id: String, error: String) -> FinalState {
+    FinalState {
+        order_id,
+        state: OrderState::Unreadable { error },
+        contents: None,
+    }
 }
 
 async fn read_order(queue: &QueueClient, order_id: &str) -> anyhow::Result<Option<pb::OrderState>> {
@@ -111,18 +129,24 @@ fn contents_of(state: &pb::OrderState) -> Option<OrderContents> {
     })
 }
 
-/// The queue as the leader lists it (every queued order, up to the service's limit), and each
-/// replica's state: asked until every node answers with the same applied index twice in a row,
-/// or until [`REPLICAS_TIMEOUT`] (then as last seen, for the checker to judge).
-pub async fn cluster_end(queue: &QueueClient) -> anyhow::Result<ClusterEnd> {
-    let listing = read_with_retries(|| queue.list_queue(queue_raft::service::MAX_LIST_LIMIT))
-        .await
-        .context("cannot list the queue at the end")?;
-    let queued_order_ids = listing
-        .orders
-        .into_iter()
-        .filter_map(|state| state.order.map(|order| order.order_id))
-        .collect();
+/// The queue as the leader lists it (every queued order, up to the service's limit; or why it
+/// could not be listed), and each replica's state: asked until every node answers with the same
+/// applied index twice in a row, or until [`REPLICAS_TIMEOUT`] (then as last seen, for the
+/// checker to judge).
+pub async fn cluster_end(queue: &QueueClient) -> ClusterEnd {
+    let listing = read_with_retries(|| queue.list_queue(queue_raft::service::MAX_LIST_LIMIT)).await;
+    let (queue_depth, queued_order_ids, listing_error) = match listing {
+        Ok(listing) => (
+            listing.depth,
+            listing
+                .orders
+                .into_iter()
+                .filter_map(|state| state.order.map(|order| order.order_id))
+                .collect(),
+            None,
+        ),
+        Err(error) => (0, Vec::new(), Some(error.to_string())),
+    };
     let deadline = Instant::now() + REPLICAS_TIMEOUT;
     let mut previous: Option<Vec<ReplicaState>> = None;
     let replicas = loop {
@@ -143,11 +167,12 @@ pub async fn cluster_end(queue: &QueueClient) -> anyhow::Result<ClusterEnd> {
         previous = Some(replicas);
         tokio::time::sleep(REPLICAS_POLL).await;
     };
-    Ok(ClusterEnd {
-        queue_depth: listing.depth,
+    ClusterEnd {
+        queue_depth,
         queued_order_ids,
+        listing_error,
         replicas,
-    })
+    }
 }
 
 /// Every node's own applied state, node 1 first.

@@ -296,6 +296,10 @@ pub enum OrderState {
         executor_id: String,
         token: u64,
     },
+    /// The cluster gave no answer in time: the run cannot say where the order is.
+    Unreadable {
+        error: String,
+    },
 }
 
 /// The cluster's final word on one order, read at the leader.
@@ -315,6 +319,9 @@ pub struct ClusterEnd {
     /// The leader's queue depth, and the ids it listed (all of them, up to the listing's limit).
     pub queue_depth: u64,
     pub queued_order_ids: Vec<String>,
+    /// Why the queue could not be listed at the end, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_error: Option<String>,
     pub replicas: Vec<ReplicaState>,
 }
 
@@ -565,6 +572,7 @@ mod tests {
             end: ClusterEnd {
                 queue_depth: 0,
                 queued_order_ids: Vec::new(),
+                listing_error: None,
                 replicas: vec![ReplicaState {
                     node_id: 1,
                     role: "leader".into(),
