@@ -1,30 +1,64 @@
-//! The record of a chaos run: what clients asked and were told, what executors executed, what the
-//! cluster holds at the end, and what the nemesis did. A run writes it as a directory of files
-//! (JSON lines, one record per line) so that a history can be kept, read, and checked again.
+//! The record of a chaos run: what clients asked and were told (writes and reads), what
+//! executors executed and what the cluster answered to each acknowledgement, what the cluster
+//! holds at the end (every order's record, the queue, each replica's digest), what the nemesis
+//! did, and which processes exited without being told to. A run writes it as a directory of
+//! files (JSON lines, one record per line; two single JSON objects) so that a history can be
+//! kept, read, and checked again.
 //!
-//! All times are milliseconds since the Unix epoch, read from the one machine every process of a
-//! run shares, so times from different processes compare.
+//! All times are milliseconds since the Unix epoch from the wall clock (`CLOCK_REALTIME`) of the
+//! one machine every process of a run shares, so times from different processes compare; the
+//! run watches that clock for steps ([`ClockStep`]), which would make such comparisons void.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+pub use executor::AcknowledgementAnswer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// File names inside a history directory.
+pub const RUN_FILE: &str = "run.json";
 pub const OPERATIONS_FILE: &str = "operations.jsonl";
+pub const READS_FILE: &str = "reads.jsonl";
 pub const EXECUTIONS_FILE: &str = "executions.jsonl";
+pub const ACKNOWLEDGEMENTS_FILE: &str = "acknowledgements.jsonl";
 pub const FINAL_STATES_FILE: &str = "final.jsonl";
+pub const END_FILE: &str = "end.json";
 pub const NEMESIS_FILE: &str = "nemesis.jsonl";
+pub const EXITS_FILE: &str = "exits.jsonl";
 
 /// Everything the checker judges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
+    pub run: RunWindow,
     pub operations: Vec<ClientOperation>,
+    pub reads: Vec<ReadOperation>,
     pub executions: Vec<Execution>,
+    pub acknowledgements: Vec<Acknowledgement>,
     pub final_states: Vec<FinalState>,
+    pub end: ClusterEnd,
     pub nemesis: Vec<NemesisEvent>,
+    pub exits: Vec<ProcessExit>,
+}
+
+/// When the clients ran (the span the liveness floor is judged over), and what the run saw of
+/// its clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunWindow {
+    pub seed: u64,
+    pub clients_started_at_ms: u64,
+    /// When the clients stopped starting new operations (each finished the one in hand).
+    pub clients_stopped_at_ms: u64,
+    pub clock_steps: Vec<ClockStep>,
+}
+
+/// The wall clock moved by more than the monotonic clock allows between two looks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockStep {
+    pub at_ms: u64,
+    /// How far the wall clock moved beyond (or, negative, short of) the monotonic clock.
+    pub step_ms: i64,
 }
 
 /// How a client put an order in.
@@ -49,6 +83,39 @@ pub enum Outcome {
     Unknown,
 }
 
+/// One book line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Item {
+    pub title: String,
+    pub quantity: u32,
+}
+
+/// What an order holds, as its client sent it or as the cluster keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderContents {
+    pub customer: String,
+    pub items: Vec<Item>,
+}
+
+impl OrderContents {
+    /// The queue's priority: the sum of the quantities.
+    pub fn priority(&self) -> u32 {
+        self.items
+            .iter()
+            .fold(0u32, |sum, item| sum.saturating_add(item.quantity))
+    }
+
+    /// Equal customer and equal items, in any order.
+    pub fn same_as(&self, other: &OrderContents) -> bool {
+        let sorted = |items: &[Item]| {
+            let mut items = items.to_vec();
+            items.sort();
+            items
+        };
+        self.customer == other.customer && sorted(&self.items) == sorted(&other.items)
+    }
+}
+
 /// One client operation: one order, with the client's view of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientOperation {
@@ -58,14 +125,68 @@ pub struct ClientOperation {
     /// The order's id, known before the call (chosen by the client, or derived from its
     /// idempotency key), so that an order whose answer was lost can still be followed.
     pub order_id: String,
-    /// The order's priority: the sum of its quantities.
-    pub priority: u32,
+    /// What the client sent.
+    pub contents: OrderContents,
     pub invoked_at_ms: u64,
     pub completed_at_ms: u64,
     pub outcome: Outcome,
     /// The error or rejection, for a human reading the history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// What a read asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadKind {
+    /// `GET /orders/{id}` through the orchestrator.
+    OrderRest,
+    /// `GetOrder` to the queue.
+    GetOrder,
+    /// `ListQueue` to the queue.
+    ListQueue,
+}
+
+/// Where an order is, as a read saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadState {
+    /// Not found (`404`, `found: false`).
+    Unknown,
+    Queued,
+    Executing,
+    Executed,
+    /// `rejected` (REST only): never right for an order the queue accepted.
+    Rejected,
+}
+
+/// What a read was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum ReadResult {
+    /// One order's state (`GET /orders/{id}`, `GetOrder`).
+    Order { state: ReadState },
+    /// The queue's next orders (`ListQueue`): every id listed is queued.
+    Queue { order_ids: Vec<String>, depth: u64 },
+    /// No answer that says anything (an error, a timeout, a node that is not the leader).
+    NoAnswer { error: String },
+}
+
+/// One read, with its times on the runner's clock (the same clock as the operations' times).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOperation {
+    pub client: String,
+    pub kind: ReadKind,
+    /// `orchestrator`, `leader` (the leader-following client) or `queue-N` (that one node,
+    /// asked once, its answer taken as it is).
+    pub via: String,
+    /// The order read; none for `ListQueue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    pub invoked_at_ms: u64,
+    pub completed_at_ms: u64,
+    #[serde(flatten)]
+    pub result: ReadResult,
 }
 
 /// One execution of one order, as an executor recorded it in its ledger.
@@ -76,10 +197,22 @@ pub struct Execution {
     /// The fencing token of the lease the order was executed under.
     pub token: u64,
     pub priority: u32,
+    pub customer: String,
     /// When the executor began the dequeue that returned this order (before its first attempt).
     pub dequeued_at_ms: u64,
     /// When the execution finished (the ledger line was written).
     pub executed_at_ms: u64,
+}
+
+/// What the cluster answered to the acknowledgement of one execution, from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub order_id: String,
+    pub executor_id: String,
+    pub token: u64,
+    pub answer: AcknowledgementAnswer,
+    /// When the executor had the answer: an accepted acknowledgement committed before this.
+    pub answered_at_ms: u64,
 }
 
 /// A ledger line whose times are not RFC 3339, or fall before the Unix epoch.
@@ -94,27 +227,56 @@ pub struct LedgerTimeError {
     pub value: String,
 }
 
+/// `value` (RFC 3339) in milliseconds since the epoch, or the error naming the line and field.
+fn ledger_ms(
+    order_id: &str,
+    token: u64,
+    field: &'static str,
+    value: &str,
+) -> Result<u64, LedgerTimeError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
+        .and_then(|time| u64::try_from(time.timestamp_millis()).ok())
+        .ok_or_else(|| LedgerTimeError {
+            order_id: order_id.to_owned(),
+            token,
+            field,
+            value: value.to_owned(),
+        })
+}
+
 impl Execution {
     /// The execution an executor recorded in its ledger, with its times in milliseconds.
-    pub fn from_ledger(line: &executor::ledger::Execution) -> Result<Execution, LedgerTimeError> {
-        let milliseconds = |field: &'static str, value: &str| {
-            chrono::DateTime::parse_from_rfc3339(value)
-                .ok()
-                .and_then(|time| u64::try_from(time.timestamp_millis()).ok())
-                .ok_or_else(|| LedgerTimeError {
-                    order_id: line.order_id.clone(),
-                    token: line.token,
-                    field,
-                    value: value.to_owned(),
-                })
-        };
+    pub fn from_ledger(line: &executor::Execution) -> Result<Execution, LedgerTimeError> {
+        let ms = |field, value: &str| ledger_ms(&line.order_id, line.token, field, value);
         Ok(Execution {
             order_id: line.order_id.clone(),
             executor_id: line.executor_id.clone(),
             token: line.token,
             priority: line.priority,
-            dequeued_at_ms: milliseconds("dequeued_at", &line.dequeued_at)?,
-            executed_at_ms: milliseconds("executed_at", &line.executed_at)?,
+            customer: line.customer.clone(),
+            dequeued_at_ms: ms("dequeued_at", &line.dequeued_at)?,
+            executed_at_ms: ms("executed_at", &line.executed_at)?,
+        })
+    }
+}
+
+impl Acknowledgement {
+    /// The answer an executor recorded in its ledger, with its time in milliseconds.
+    pub fn from_ledger(
+        line: &executor::Acknowledgement,
+    ) -> Result<Acknowledgement, LedgerTimeError> {
+        Ok(Acknowledgement {
+            order_id: line.order_id.clone(),
+            executor_id: line.executor_id.clone(),
+            token: line.token,
+            answer: line.answer,
+            answered_at_ms: ledger_ms(
+                &line.order_id,
+                line.token,
+                "answered_at",
+                &line.answered_at,
+            )?,
         })
     }
 }
@@ -134,41 +296,83 @@ pub enum OrderState {
         executor_id: String,
         token: u64,
     },
+    /// The cluster gave no answer in time: the run cannot say where the order is.
+    Unreadable {
+        error: String,
+    },
 }
 
-/// The cluster's final word on one order.
+/// The cluster's final word on one order, read at the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalState {
     pub order_id: String,
     #[serde(flatten)]
     pub state: OrderState,
+    /// What the cluster holds of the order; none when it does not know it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<OrderContents>,
 }
 
-/// What the nemesis did, and when.
+/// The cluster once healed and drained: the queue at the leader, and each replica's own state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterEnd {
+    /// The leader's queue depth, and the ids it listed (all of them, up to the listing's limit).
+    pub queue_depth: u64,
+    pub queued_order_ids: Vec<String>,
+    /// Why the queue could not be listed at the end, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_error: Option<String>,
+    pub replicas: Vec<ReplicaState>,
+}
+
+/// One queue node's own view at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
-pub enum NemesisAction {
-    /// SIGKILLed a process (`queue-1`, `executor-2`, ...).
-    Kill {
-        target: String,
-    },
-    Restart {
-        target: String,
-    },
-    /// Cut a queue node off the network.
-    Partition {
-        target: String,
-    },
-    Heal {
-        target: String,
-    },
+pub struct ReplicaState {
+    pub node_id: u64,
+    /// Its role and term, and how far its log, its commit and its state machine got: for a
+    /// reader of a failed run (entries appended but not committed, or never proposed).
+    pub role: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// SHA-256 of the node's applied state (see `ClusterStatusResponse.state_digest`).
+    pub state_digest: String,
+    pub queue_depth: u64,
+    pub executed_count: u64,
+    /// Why the node gave no state; the other fields are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
+/// Whether a nemesis event starts a fault or ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPhase {
+    Inject,
+    Repair,
+}
+
+/// What the nemesis did, and when: a fault of some kind (its name, e.g. `kill-queue-node`)
+/// injected into or repaired on its targets (process names such as `queue-1`, `executor-2`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NemesisEvent {
     pub at_ms: u64,
-    #[serde(flatten)]
-    pub action: NemesisAction,
+    pub fault: String,
+    pub phase: FaultPhase,
+    pub targets: Vec<String>,
+}
+
+/// A process that exited without being told to (a crash, a panic, an exit on an error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessExit {
+    /// When the runner noticed it (it polls every few hundred milliseconds).
+    pub at_ms: u64,
+    pub process: String,
+    /// How it ended (`exit status: 101`, `signal: 6 (SIGABRT)`).
+    pub status: String,
+    /// The last lines of its log, for the report.
+    pub log_tail: String,
 }
 
 /// A history file that cannot be read or written, naming the file and the line.
@@ -196,20 +400,53 @@ impl History {
     /// Reads a history directory; every file must be present (an empty file is an empty list).
     pub fn load(dir: &Path) -> Result<History, HistoryError> {
         Ok(History {
+            run: read_value(&dir.join(RUN_FILE))?,
             operations: read_lines(&dir.join(OPERATIONS_FILE))?,
+            reads: read_lines(&dir.join(READS_FILE))?,
             executions: read_lines(&dir.join(EXECUTIONS_FILE))?,
+            acknowledgements: read_lines(&dir.join(ACKNOWLEDGEMENTS_FILE))?,
             final_states: read_lines(&dir.join(FINAL_STATES_FILE))?,
+            end: read_value(&dir.join(END_FILE))?,
             nemesis: read_lines(&dir.join(NEMESIS_FILE))?,
+            exits: read_lines(&dir.join(EXITS_FILE))?,
         })
     }
 
     /// Writes the history into `dir` (which must exist), replacing its files.
     pub fn save(&self, dir: &Path) -> Result<(), HistoryError> {
+        write_value(&dir.join(RUN_FILE), &self.run)?;
         write_lines(&dir.join(OPERATIONS_FILE), &self.operations)?;
+        write_lines(&dir.join(READS_FILE), &self.reads)?;
         write_lines(&dir.join(EXECUTIONS_FILE), &self.executions)?;
+        write_lines(&dir.join(ACKNOWLEDGEMENTS_FILE), &self.acknowledgements)?;
         write_lines(&dir.join(FINAL_STATES_FILE), &self.final_states)?;
-        write_lines(&dir.join(NEMESIS_FILE), &self.nemesis)
+        write_value(&dir.join(END_FILE), &self.end)?;
+        write_lines(&dir.join(NEMESIS_FILE), &self.nemesis)?;
+        write_lines(&dir.join(EXITS_FILE), &self.exits)
     }
+}
+
+/// Reads one JSON value, the whole file.
+pub fn read_value<T: DeserializeOwned>(path: &Path) -> Result<T, HistoryError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HistoryError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| HistoryError::Parse {
+        path: path.to_owned(),
+        line: 1,
+        source,
+    })
+}
+
+/// Writes one JSON value, pretty, as the whole file.
+pub fn write_value<T: Serialize>(path: &Path, value: &T) -> Result<(), HistoryError> {
+    let write_error = |source| HistoryError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(value).map_err(|error| write_error(error.into()))?;
+    std::fs::write(path, text + "\n").map_err(write_error)
 }
 
 /// Reads one JSON value per non-empty line.
@@ -256,24 +493,73 @@ mod tests {
     #[test]
     fn a_history_round_trips_through_its_directory() {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let contents = OrderContents {
+            customer: "Ada".into(),
+            items: vec![Item {
+                title: "Emma".into(),
+                quantity: 3,
+            }],
+        };
         let history = History {
+            run: RunWindow {
+                seed: 42,
+                clients_started_at_ms: 1,
+                clients_stopped_at_ms: 99,
+                clock_steps: vec![ClockStep {
+                    at_ms: 50,
+                    step_ms: -1_000,
+                }],
+            },
             operations: vec![ClientOperation {
                 client: "checkout-1".into(),
                 kind: OperationKind::Checkout,
                 order_id: "o-1".into(),
-                priority: 3,
+                contents: contents.clone(),
                 invoked_at_ms: 10,
                 completed_at_ms: 20,
                 outcome: Outcome::Unknown,
                 detail: Some("timed out".into()),
             }],
+            reads: vec![
+                ReadOperation {
+                    client: "reader-1".into(),
+                    kind: ReadKind::GetOrder,
+                    via: "queue-2".into(),
+                    order_id: Some("o-1".into()),
+                    invoked_at_ms: 21,
+                    completed_at_ms: 22,
+                    result: ReadResult::Order {
+                        state: ReadState::Queued,
+                    },
+                },
+                ReadOperation {
+                    client: "reader-2".into(),
+                    kind: ReadKind::ListQueue,
+                    via: "leader".into(),
+                    order_id: None,
+                    invoked_at_ms: 23,
+                    completed_at_ms: 24,
+                    result: ReadResult::Queue {
+                        order_ids: vec!["o-1".into()],
+                        depth: 1,
+                    },
+                },
+            ],
             executions: vec![Execution {
                 order_id: "o-1".into(),
                 executor_id: "executor-1".into(),
                 token: 7,
                 priority: 3,
+                customer: "Ada".into(),
                 dequeued_at_ms: 30,
                 executed_at_ms: 40,
+            }],
+            acknowledgements: vec![Acknowledgement {
+                order_id: "o-1".into(),
+                executor_id: "executor-1".into(),
+                token: 7,
+                answer: AcknowledgementAnswer::Accepted,
+                answered_at_ms: 41,
             }],
             final_states: vec![FinalState {
                 order_id: "o-1".into(),
@@ -281,12 +567,36 @@ mod tests {
                     executor_id: "executor-1".into(),
                     token: 7,
                 },
+                contents: Some(contents),
             }],
+            end: ClusterEnd {
+                queue_depth: 0,
+                queued_order_ids: Vec::new(),
+                listing_error: None,
+                replicas: vec![ReplicaState {
+                    node_id: 1,
+                    role: "leader".into(),
+                    term: 3,
+                    last_log_index: 12,
+                    commit_index: 12,
+                    applied_index: 12,
+                    state_digest: "ab".into(),
+                    queue_depth: 0,
+                    executed_count: 1,
+                    error: None,
+                }],
+            },
             nemesis: vec![NemesisEvent {
                 at_ms: 5,
-                action: NemesisAction::Partition {
-                    target: "queue-2".into(),
-                },
+                fault: "partition-queue-node".into(),
+                phase: FaultPhase::Inject,
+                targets: vec!["queue-2".into()],
+            }],
+            exits: vec![ProcessExit {
+                at_ms: 60,
+                process: "orchestrator".into(),
+                status: "exit status: 101".into(),
+                log_tail: "panicked".into(),
             }],
         };
         history.save(dir.path()).expect("the history is written");
@@ -296,8 +606,8 @@ mod tests {
         );
     }
 
-    fn ledger_line(dequeued_at: &str, executed_at: &str) -> executor::ledger::Execution {
-        executor::ledger::Execution {
+    fn ledger_line(dequeued_at: &str, executed_at: &str) -> executor::Execution {
+        executor::Execution {
             order_id: "o-1".into(),
             executor_id: "executor-2".into(),
             token: 9,
@@ -318,8 +628,27 @@ mod tests {
                 executor_id: "executor-2".into(),
                 token: 9,
                 priority: 4,
+                customer: "Ada".into(),
                 dequeued_at_ms: 1_795_773_600_250,
                 executed_at_ms: 1_795_773_600_500,
+            }
+        );
+        let answer = executor::Acknowledgement {
+            order_id: "o-1".into(),
+            executor_id: "executor-2".into(),
+            token: 9,
+            answer: AcknowledgementAnswer::Refused,
+            refusal: "stale".into(),
+            answered_at: "2026-11-27T10:00:00.750Z".into(),
+        };
+        assert_eq!(
+            Acknowledgement::from_ledger(&answer).expect("RFC 3339"),
+            Acknowledgement {
+                order_id: "o-1".into(),
+                executor_id: "executor-2".into(),
+                token: 9,
+                answer: AcknowledgementAnswer::Refused,
+                answered_at_ms: 1_795_773_600_750,
             }
         );
     }
@@ -341,13 +670,36 @@ mod tests {
     #[test]
     fn a_bad_line_is_named_by_file_and_number() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join(NEMESIS_FILE);
+        let path = dir.path().join(EXITS_FILE);
         std::fs::write(
             &path,
-            "{\"at_ms\":1,\"action\":\"heal\",\"target\":\"q\"}\n\nnot json\n",
+            "{\"at_ms\":1,\"process\":\"q\",\"status\":\"x\",\"log_tail\":\"\"}\n\nnot json\n",
         )
         .expect("history file written");
-        let error = read_lines::<NemesisEvent>(&path).unwrap_err().to_string();
-        assert!(error.contains("nemesis.jsonl, line 3"), "{error}");
+        let error = read_lines::<ProcessExit>(&path).unwrap_err().to_string();
+        assert!(error.contains("exits.jsonl, line 3"), "{error}");
+    }
+
+    #[test]
+    fn contents_compare_in_any_item_order_and_give_the_priority() {
+        let item = |title: &str, quantity| Item {
+            title: title.into(),
+            quantity,
+        };
+        let one = OrderContents {
+            customer: "Ada".into(),
+            items: vec![item("Emma", 2), item("Persuasion", 3)],
+        };
+        let reordered = OrderContents {
+            customer: "Ada".into(),
+            items: vec![item("Persuasion", 3), item("Emma", 2)],
+        };
+        assert!(one.same_as(&reordered));
+        assert_eq!(one.priority(), 5);
+        let changed = OrderContents {
+            items: vec![item("Emma", 2), item("Persuasion", 4)],
+            ..reordered
+        };
+        assert!(!one.same_as(&changed));
     }
 }

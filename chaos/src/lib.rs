@@ -1,17 +1,21 @@
-//! Trying the whole system the way Jepsen tries a database: clients record every operation with
-//! its answer, a nemesis kills processes and cuts nodes off the network, and after everything heals
-//! and drains, a checker judges the recorded history against what the architecture promises.
+//! Trying the whole system the way Jepsen tries a database: clients record every write and
+//! read with its answer, a nemesis kills processes and cuts them off the network, and after
+//! everything heals and drains, a checker judges the recorded history against what the
+//! architecture promises and against the run's floors (something must keep happening).
 //!
 //! Layout:
-//! - [`history`]: the record (operations, executions, final states, nemesis events).
+//! - [`history`]: the record (operations, reads, executions and acknowledgements' answers, final
+//!   states, the cluster at the end, nemesis events, processes that exited by themselves).
 //! - [`checker`]: the judge (pure: a history in, a report out).
-//! - [`network`]: the run's bridge and one network namespace per queue node; partition and heal.
-//! - [`processes`]: one process of the system, started with its log, SIGKILLed, restarted.
+//! - [`network`]: the run's bridge and a namespace per queue node, per executor and for the
+//!   services; isolation and Raft-only partitions, and their repair.
+//! - [`processes`]: one process of the system, started with its log, SIGKILLed, restarted, and
+//!   noticed when it exits by itself.
 //! - [`system`]: every process of the system, wired to the others.
 //! - [`nemesis`]: the seeded faults, one at a time, each repaired before the next.
-//! - [`clients`]: checkout and enqueue clients that record what they were told.
-//! - [`drain`]: the queue emptied, final states and executions collected.
-//! - [`cards`]: no card number or CVV anywhere the system wrote or answered.
+//! - [`clients`]: writers (checkout and enqueue) and readers that record what they were told.
+//! - [`drain`]: the queue emptied; final states, the replicas and the ledgers collected.
+//! - [`cards`]: no card number or CVV anywhere the system wrote or answered, in any encoding.
 //! - [`runner`]: one run wired together; `src/main.rs` parses flags and calls it.
 
 pub mod cards;

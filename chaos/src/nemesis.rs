@@ -1,149 +1,390 @@
-//! The nemesis: every few seconds one fault, chosen by a seeded RNG so a run can be repeated:
-//! SIGKILL a queue node and restart it after a pause, SIGKILL an executor and restart it, or cut
-//! a queue node (often the Raft leader) off the network and heal it. Faults come one at a time,
-//! each repaired before the next, so a majority of the queue nodes is always up and connected.
+//! The nemesis: every few seconds one fault, each repaired before the next, chosen from a seeded
+//! schedule so that a run can be repeated. The schedule deals the faults in rounds, each round
+//! every [`FaultKind`] its [`FaultKind::per_round`] times in a shuffled order, so every kind is
+//! injected within the first round (about a minute and a half) whatever the seed.
+//!
+//! Adding a kind of fault is one variant of [`FaultKind`] with its name, share and duration, and
+//! its arm in [`Nemesis::inject`] (which returns the [`Repair`] that undoes it); the history
+//! records it by name and the summary counts it from there.
+//!
+//! While it waits, the nemesis also looks every [`EXIT_POLL`] for processes that exited without
+//! being told to, records each (a fault of the run) and starts it again.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use queue_raft::QueueClient;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::history::{NemesisAction, NemesisEvent};
-use crate::network::Network;
-use crate::system::System;
+use crate::history::{FaultPhase, NemesisEvent, ProcessExit};
+use crate::network::{Network, Role};
+use crate::system::{BACKEND_NAMES, EXECUTOR_COUNT, QUEUE_NODES, System};
 
 /// The quiet time between two faults, in milliseconds.
-const GAP_MS: std::ops::Range<u64> = 1_500..4_000;
-/// How long a killed queue node stays down.
-const NODE_DOWN_MS: std::ops::Range<u64> = 1_000..6_000;
-/// How long a killed executor stays down.
-const EXECUTOR_DOWN_MS: std::ops::Range<u64> = 500..3_000;
-/// How long a partition lasts.
-const PARTITION_MS: std::ops::Range<u64> = 2_000..8_000;
+const GAP_MS: Range<u64> = 1_500..4_000;
+/// How often the nemesis looks for processes that exited by themselves.
+pub const EXIT_POLL: Duration = Duration::from_millis(250);
 
 /// The faults the nemesis chooses from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub enum FaultKind {
+    /// SIGKILL one queue node (half the time the Raft leader).
     KillQueueNode,
+    /// SIGKILL two of the three queue nodes at once: no majority until they are back.
+    KillQueueMajority,
+    /// SIGKILL all three queue nodes at once.
+    KillAllQueueNodes,
+    /// SIGKILL one executor (half the time the lease holder).
     KillExecutor,
-    Partition,
+    KillOrchestrator,
+    /// SIGKILL one of the three backends.
+    KillBackend,
+    /// Cut one queue node (half the time the leader) off from its peers only: clients still
+    /// reach it.
+    PartitionQueueNode,
+    /// Cut one queue node off from everything.
+    IsolateQueueNode,
+    /// Cut one executor (half the time the lease holder) off from everything: the cluster
+    /// included.
+    IsolateExecutor,
 }
 
-/// What the nemesis did, in order.
+impl FaultKind {
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::KillQueueNode,
+        FaultKind::KillQueueMajority,
+        FaultKind::KillAllQueueNodes,
+        FaultKind::KillExecutor,
+        FaultKind::KillOrchestrator,
+        FaultKind::KillBackend,
+        FaultKind::PartitionQueueNode,
+        FaultKind::IsolateQueueNode,
+        FaultKind::IsolateExecutor,
+    ];
+
+    /// The name in the history and the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillQueueNode => "kill-queue-node",
+            FaultKind::KillQueueMajority => "kill-queue-majority",
+            FaultKind::KillAllQueueNodes => "kill-all-queue-nodes",
+            FaultKind::KillExecutor => "kill-executor",
+            FaultKind::KillOrchestrator => "kill-orchestrator",
+            FaultKind::KillBackend => "kill-backend",
+            FaultKind::PartitionQueueNode => "partition-queue-node",
+            FaultKind::IsolateQueueNode => "isolate-queue-node",
+            FaultKind::IsolateExecutor => "isolate-executor",
+        }
+    }
+
+    /// How many times it comes in each round of the schedule: the single-node faults, which
+    /// test failover, most often.
+    fn per_round(self) -> usize {
+        match self {
+            FaultKind::KillQueueNode | FaultKind::KillExecutor | FaultKind::PartitionQueueNode => 2,
+            _ => 1,
+        }
+    }
+
+    /// How long the fault lasts before it is repaired, in milliseconds.
+    fn duration_ms(self) -> Range<u64> {
+        match self {
+            FaultKind::KillQueueNode => 1_000..6_000,
+            FaultKind::KillQueueMajority => 1_000..5_000,
+            FaultKind::KillAllQueueNodes => 1_000..4_000,
+            FaultKind::KillExecutor | FaultKind::KillOrchestrator | FaultKind::KillBackend => {
+                500..3_000
+            }
+            FaultKind::PartitionQueueNode | FaultKind::IsolateQueueNode => 2_000..8_000,
+            // Often longer than the executors' lease (2 s), so that its lease ends under it.
+            FaultKind::IsolateExecutor => 1_000..6_000,
+        }
+    }
+}
+
+/// How to undo a fault.
+#[derive(Debug)]
+enum Repair {
+    /// Start these processes again.
+    Restart(Vec<String>),
+    HealRaftLinks,
+    Rejoin(Role),
+}
+
+/// What the nemesis did, in order, and the processes it found exited by themselves.
 #[derive(Debug, Default)]
 pub struct NemesisLog {
     pub events: Vec<NemesisEvent>,
+    pub exits: Vec<ProcessExit>,
 }
 
 impl NemesisLog {
-    pub fn record(&mut self, action: NemesisAction) {
-        let (verb, target) = match &action {
-            NemesisAction::Kill { target } => ("SIGKILL", target),
-            NemesisAction::Restart { target } => ("restart", target),
-            NemesisAction::Partition { target } => ("partition", target),
-            NemesisAction::Heal { target } => ("heal", target),
+    fn record(&mut self, fault: FaultKind, phase: FaultPhase, targets: &[String]) {
+        let verb = match phase {
+            FaultPhase::Inject => "inject",
+            FaultPhase::Repair => "repair",
         };
-        println!("nemesis: {verb} {target}");
+        println!("nemesis: {verb} {} {}", fault.name(), targets.join(" "));
         self.events.push(NemesisEvent {
             at_ms: crate::now_ms(),
-            action,
+            fault: fault.name().to_owned(),
+            phase,
+            targets: targets.to_vec(),
         });
     }
-}
 
-/// Injects faults until `until`, finishing (repairing) the fault in hand then. `status` is a
-/// client of the queue nodes, used to find the Raft leader.
-pub async fn run(
-    seed: u64,
-    until: Instant,
-    system: &mut System,
-    network: &Network,
-    status: &QueueClient,
-    log: &mut NemesisLog,
-) -> anyhow::Result<()> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let node_ids: Vec<u64> = network
-        .layout()
-        .nodes
-        .iter()
-        .map(|node| node.node_id)
-        .collect();
-    loop {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(GAP_MS))).await;
-        if Instant::now() >= until {
-            return Ok(());
-        }
-        let fault = match rng.random_range(0..3) {
-            0 => Fault::KillQueueNode,
-            1 => Fault::KillExecutor,
-            _ => Fault::Partition,
-        };
-        match fault {
-            Fault::KillQueueNode => {
-                let node_id = pick_node(&mut rng, &node_ids, status).await;
-                let target = format!("queue-{node_id}");
-                down_and_up(system, &target, &mut rng, NODE_DOWN_MS, log).await?;
-            }
-            Fault::KillExecutor => {
-                let number = rng.random_range(1..=system.executors.len());
-                let target = format!("executor-{number}");
-                down_and_up(system, &target, &mut rng, EXECUTOR_DOWN_MS, log).await?;
-            }
-            Fault::Partition => {
-                let node_id = pick_node(&mut rng, &node_ids, status).await;
-                let target = format!("queue-{node_id}");
-                network.partition(node_id)?;
-                log.record(NemesisAction::Partition {
-                    target: target.clone(),
-                });
-                pause(&mut rng, PARTITION_MS).await;
-                network.heal(node_id)?;
-                log.record(NemesisAction::Heal { target });
-            }
-        }
-    }
-}
-
-/// SIGKILLs `target`, waits, and starts it again.
-async fn down_and_up(
-    system: &mut System,
-    target: &str,
-    rng: &mut StdRng,
-    down: std::ops::Range<u64>,
-    log: &mut NemesisLog,
-) -> anyhow::Result<()> {
-    system.process(target)?.kill();
-    log.record(NemesisAction::Kill {
-        target: target.to_owned(),
-    });
-    pause(rng, down).await;
-    system.process(target)?.start()?;
-    log.record(NemesisAction::Restart {
-        target: target.to_owned(),
-    });
-    Ok(())
-}
-
-async fn pause(rng: &mut StdRng, range: std::ops::Range<u64>) {
-    tokio::time::sleep(Duration::from_millis(rng.random_range(range))).await;
-}
-
-/// Half the time the current Raft leader (when one is known), else any node: losing the leader
-/// is the fault that tests failover.
-async fn pick_node(rng: &mut StdRng, node_ids: &[u64], status: &QueueClient) -> u64 {
-    let random = node_ids[rng.random_range(0..node_ids.len())];
-    if !rng.random_bool(0.5) {
-        return random;
-    }
-    let statuses = status.cluster_status_all().await;
-    bookstore_bench::cluster::leader_of(
-        statuses
+    /// How many faults of each kind were injected, every kind listed.
+    pub fn injected(events: &[NemesisEvent]) -> Vec<(&'static str, usize)> {
+        FaultKind::ALL
             .iter()
-            .filter_map(|(_, answer)| answer.as_ref().ok()),
-    )
-    .map(|leader| leader.node_id)
-    .filter(|leader| node_ids.contains(leader))
-    .unwrap_or(random)
+            .map(|kind| {
+                let count = events
+                    .iter()
+                    .filter(|event| event.phase == FaultPhase::Inject && event.fault == kind.name())
+                    .count();
+                (kind.name(), count)
+            })
+            .collect()
+    }
+}
+
+/// The nemesis of one run.
+pub struct Nemesis<'r> {
+    rng: StdRng,
+    system: &'r mut System,
+    network: &'r Network,
+    /// A client of the queue nodes, to find the Raft leader and the lease holder.
+    status: &'r QueueClient,
+    /// The targets of the fault in force (empty between faults), for the clients that aim at
+    /// them (a read through the node cut off from its peers).
+    faulted: watch::Sender<Vec<String>>,
+    /// What is left of the current round of the schedule, dealt from the end.
+    deck: Vec<FaultKind>,
+    pub log: NemesisLog,
+}
+
+impl<'r> Nemesis<'r> {
+    pub fn new(
+        seed: u64,
+        system: &'r mut System,
+        network: &'r Network,
+        status: &'r QueueClient,
+        faulted: watch::Sender<Vec<String>>,
+    ) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            system,
+            network,
+            status,
+            faulted,
+            deck: Vec::new(),
+            log: NemesisLog::default(),
+        }
+    }
+
+    /// Injects faults until `until`, finishing (repairing) the fault in hand then.
+    pub async fn run(&mut self, until: Instant) -> anyhow::Result<()> {
+        loop {
+            self.pause(GAP_MS).await?;
+            if Instant::now() >= until {
+                return Ok(());
+            }
+            let kind = self.next_kind();
+            let (targets, repair) = self.inject(kind).await?;
+            self.log.record(kind, FaultPhase::Inject, &targets);
+            self.faulted.send_replace(targets.clone());
+            self.pause(kind.duration_ms()).await?;
+            self.repair(repair)?;
+            self.faulted.send_replace(Vec::new());
+            self.log.record(kind, FaultPhase::Repair, &targets);
+        }
+    }
+
+    /// Restarts every process found exited by itself, recording each exit in the log.
+    pub fn restart_exited(&mut self) -> anyhow::Result<()> {
+        let exits = self.system.restart_exited()?;
+        self.log.exits.extend(exits);
+        Ok(())
+    }
+
+    fn next_kind(&mut self) -> FaultKind {
+        if self.deck.is_empty() {
+            self.deck = FaultKind::ALL
+                .iter()
+                .flat_map(|&kind| std::iter::repeat_n(kind, kind.per_round()))
+                .collect();
+            self.deck.shuffle(&mut self.rng);
+        }
+        // Refilled above whenever empty.
+        self.deck.pop().unwrap_or(FaultKind::KillQueueNode)
+    }
+
+    /// Injects one fault of `kind`; returns its targets and how to undo it.
+    async fn inject(&mut self, kind: FaultKind) -> anyhow::Result<(Vec<String>, Repair)> {
+        let (targets, repair) = match kind {
+            FaultKind::KillQueueNode => {
+                let node = self.pick_queue_node().await;
+                let targets = vec![Role::QueueNode(node).name()];
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::KillQueueMajority => {
+                let first = self.pick_queue_node().await;
+                let others: Vec<u64> = (1..=QUEUE_NODES).filter(|&node| node != first).collect();
+                let second = others[self.rng.random_range(0..others.len())];
+                let targets = vec![
+                    Role::QueueNode(first).name(),
+                    Role::QueueNode(second).name(),
+                ];
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::KillAllQueueNodes => {
+                let targets: Vec<String> = (1..=QUEUE_NODES)
+                    .map(|node| Role::QueueNode(node).name())
+                    .collect();
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::KillExecutor => {
+                let executor = self.pick_executor().await;
+                let targets = vec![Role::Executor(executor).name()];
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::KillOrchestrator => {
+                let targets = vec!["orchestrator".to_owned()];
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::KillBackend => {
+                let backend = BACKEND_NAMES[self.rng.random_range(0..BACKEND_NAMES.len())];
+                let targets = vec![backend.to_owned()];
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::PartitionQueueNode => {
+                let node = self.pick_queue_node().await;
+                self.network.cut_raft_links(node)?;
+                (vec![Role::QueueNode(node).name()], Repair::HealRaftLinks)
+            }
+            FaultKind::IsolateQueueNode => {
+                let role = Role::QueueNode(self.pick_queue_node().await);
+                self.network.isolate(role)?;
+                (vec![role.name()], Repair::Rejoin(role))
+            }
+            FaultKind::IsolateExecutor => {
+                let role = Role::Executor(self.pick_executor().await);
+                self.network.isolate(role)?;
+                (vec![role.name()], Repair::Rejoin(role))
+            }
+        };
+        if let Repair::Restart(processes) = &repair {
+            for name in processes {
+                self.system.process(name)?.kill();
+            }
+        }
+        Ok((targets, repair))
+    }
+
+    fn repair(&mut self, repair: Repair) -> anyhow::Result<()> {
+        match repair {
+            Repair::Restart(processes) => {
+                for name in &processes {
+                    self.system.process(name)?.start()?;
+                }
+                Ok(())
+            }
+            Repair::HealRaftLinks => self.network.heal_raft_links(),
+            Repair::Rejoin(role) => self.network.rejoin(role),
+        }
+    }
+
+    /// Waits a time drawn from `range`, looking for processes that exited by themselves.
+    async fn pause(&mut self, range: Range<u64>) -> anyhow::Result<()> {
+        let until = Instant::now() + Duration::from_millis(self.rng.random_range(range));
+        loop {
+            self.restart_exited()?;
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            tokio::time::sleep(EXIT_POLL.min(until - now)).await;
+        }
+    }
+
+    /// Half the time the current Raft leader (when one is known), else any node: losing the
+    /// leader is the fault that tests failover.
+    async fn pick_queue_node(&mut self) -> u64 {
+        let random = self.rng.random_range(1..=QUEUE_NODES);
+        if !self.rng.random_bool(0.5) {
+            return random;
+        }
+        self.leader_status()
+            .await
+            .map(|leader| leader.node_id)
+            .filter(|node| (1..=QUEUE_NODES).contains(node))
+            .unwrap_or(random)
+    }
+
+    /// Half the time the executor holding the lease (when one does), else any: losing the
+    /// holder mid-order is the fault that tests fencing.
+    async fn pick_executor(&mut self) -> u64 {
+        let random = self.rng.random_range(1..=EXECUTOR_COUNT);
+        if !self.rng.random_bool(0.5) {
+            return random;
+        }
+        self.leader_status()
+            .await
+            .and_then(|leader| {
+                leader
+                    .lease_holder
+                    .strip_prefix("executor-")
+                    .and_then(|number| number.parse().ok())
+            })
+            .filter(|executor| (1..=EXECUTOR_COUNT).contains(executor))
+            .unwrap_or(random)
+    }
+
+    async fn leader_status(&self) -> Option<bookstore_proto::ClusterStatusResponse> {
+        let statuses = self.status.cluster_status_all().await;
+        bookstore_bench::cluster::leader_of(
+            statuses
+                .iter()
+                .filter_map(|(_, answer)| answer.as_ref().ok()),
+        )
+        .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_name_and_a_place_in_each_round() {
+        let names: std::collections::BTreeSet<&str> =
+            FaultKind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(names.len(), FaultKind::ALL.len());
+        assert!(FaultKind::ALL.iter().all(|kind| kind.per_round() >= 1));
+    }
+
+    #[test]
+    fn injections_are_counted_by_kind_repairs_are_not() {
+        let event = |fault: &str, phase| NemesisEvent {
+            at_ms: 1,
+            fault: fault.to_owned(),
+            phase,
+            targets: vec!["queue-1".to_owned()],
+        };
+        let events = [
+            event("kill-queue-node", FaultPhase::Inject),
+            event("kill-queue-node", FaultPhase::Repair),
+            event("kill-queue-node", FaultPhase::Inject),
+            event("isolate-executor", FaultPhase::Inject),
+        ];
+        let counts = NemesisLog::injected(&events);
+        assert_eq!(counts.len(), FaultKind::ALL.len());
+        assert!(counts.contains(&("kill-queue-node", 2)));
+        assert!(counts.contains(&("isolate-executor", 1)));
+        assert!(counts.contains(&("kill-orchestrator", 0)));
+    }
 }

@@ -1,5 +1,10 @@
 //! The system's processes during a run: starting each from its binary with its log file,
-//! SIGKILLing and restarting it as the nemesis says, and stopping all of them at the end.
+//! SIGKILLing and restarting it as the nemesis says, noticing when one exits without being told
+//! to, and stopping all of them at the end.
+//!
+//! Each start alternates the log level between `info` and `debug` (`RUST_LOG`, see
+//! [`LOG_FILTERS`]), so that the card check also reads what every process writes at debug
+//! level, for part of the run.
 //!
 //! Every child is killed when its [`Supervised`] is dropped, and the kernel kills it if the
 //! runner itself dies (`PR_SET_PDEATHSIG`), so nothing outlives a run.
@@ -9,7 +14,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -31,20 +36,38 @@ pub struct ProcessSpec {
     pub namespace: Option<String>,
     /// Where stdout and stderr go, appended across restarts.
     pub log: PathBuf,
+    /// Whether the first start logs at debug level (later starts alternate).
+    pub debug_first: bool,
 }
+
+/// The log filters a process alternates between, start after start: `info`, and `debug` for
+/// everything but the libraries whose debug output is protocol bookkeeping (Raft engine
+/// commands, HTTP/2 frames, sled's page cache: about 80 MB a minute per queue node, which would
+/// cost the run its CPU and the card check minutes). What those libraries carry is searched
+/// where it lands: the nodes' data, the answers.
+const LOG_FILTERS: [&str; 2] = [
+    "info",
+    "debug,openraft=info,sled=info,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info",
+];
 
 /// One process of the system and, while it runs, its child.
 #[derive(Debug)]
 pub struct Supervised {
     spec: ProcessSpec,
-    /// The running process; `None` once killed, until restarted.
+    /// The running process; `None` once killed (or found exited), until restarted.
     child: Option<Child>,
+    /// How many times it was started.
+    starts: usize,
 }
 
 impl Supervised {
     /// Starts the process; see [`Supervised::start`].
     pub fn spawn(spec: ProcessSpec) -> anyhow::Result<Supervised> {
-        let mut process = Supervised { spec, child: None };
+        let mut process = Supervised {
+            spec,
+            child: None,
+            starts: 0,
+        };
         process.start()?;
         Ok(process)
     }
@@ -89,7 +112,7 @@ impl Supervised {
             .args(&spec.args)
             .envs(spec.envs.iter().map(|(key, value)| (key, value)))
             .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.next_log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("cannot share the log file")?)
             .stderr(log);
@@ -106,10 +129,25 @@ impl Supervised {
             .spawn()
             .with_context(|| format!("cannot start {} ({})", spec.name, spec.program.display()))?;
         self.child = Some(child);
+        self.starts += 1;
         Ok(())
     }
 
-    /// SIGKILLs the process, as a crash would, and reaps it.
+    /// The filter of the next start: `info` and debug in turn.
+    fn next_log_filter(&self) -> &'static str {
+        LOG_FILTERS[(self.starts + usize::from(self.spec.debug_first)) % LOG_FILTERS.len()]
+    }
+
+    /// How the process ended, if it exited without being killed here; it then counts as not
+    /// running (a later [`Supervised::start`] starts it again).
+    pub fn take_unexpected_exit(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// SIGKILLs the process, as a crash would, and reaps it (so that it never counts as having
+    /// exited by itself).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -178,6 +216,63 @@ pub fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shell(name: &str, script: &str, log: PathBuf) -> ProcessSpec {
+        ProcessSpec {
+            name: name.to_owned(),
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".to_owned(), script.to_owned()],
+            envs: Vec::new(),
+            namespace: None,
+            log,
+            debug_first: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_by_itself_is_noticed_and_a_kill_is_not() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut crashing = Supervised::spawn(shell("crasher", "exit 3", dir.path().join("c.log")))
+            .expect("sh starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = crashing.take_unexpected_exit() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "sh -c 'exit 3' never exited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status.code(), Some(3));
+        assert!(!crashing.is_running());
+        assert!(crashing.take_unexpected_exit().is_none(), "noticed once");
+
+        let mut sleeping =
+            Supervised::spawn(shell("sleeper", "sleep 60", dir.path().join("s.log")))
+                .expect("sh starts");
+        assert!(sleeping.take_unexpected_exit().is_none());
+        sleeping.kill();
+        assert!(sleeping.take_unexpected_exit().is_none());
+    }
+
+    #[tokio::test]
+    async fn each_start_alternates_the_log_level() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = dir.path().join("level.log");
+        let mut process = Supervised::spawn(shell("level", "echo \"$RUST_LOG\"", log.clone()))
+            .expect("sh starts");
+        for round in 0..3 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process.take_unexpected_exit().is_none() {
+                assert!(Instant::now() < deadline, "echo never exited");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if round < 2 {
+                process.start().expect("sh starts again");
+            }
+        }
+        let levels = std::fs::read_to_string(&log).expect("the log is readable");
+        assert_eq!(levels, format!("info\n{}\ninfo\n", LOG_FILTERS[1]));
+    }
 
     #[test]
     fn the_listening_address_is_read_after_the_offset() {

@@ -1,18 +1,31 @@
-//! The whole system as a run starts it: the three backends and the orchestrator on loopback,
-//! the queue nodes each in its own namespace on the run's bridge, and the executors, every one
-//! from the binaries in `target/<profile>` with its log and data under the run's directory.
+//! The whole system as a run starts it, every process from the binaries in `target/<profile>`
+//! with its log and data under the run's directory: the three backends and the orchestrator in
+//! the services' namespace (the backends on its loopback, on their usual ports), each queue node
+//! and each executor in a namespace of its own, all on the run's bridge. Every address is fixed
+//! for the run, so that a process the nemesis kills comes back where the others look for it.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::network::Layout;
-use crate::processes::{ProcessSpec, Supervised};
+use crate::history::ProcessExit;
+use crate::network::{Layout, Role};
+use crate::processes::{ProcessSpec, Supervised, log_tail};
 
+/// How many queue nodes and executors run.
+pub const QUEUE_NODES: u64 = 3;
+pub const EXECUTOR_COUNT: u64 = 3;
 /// Every queue node listens on this port, each on its own address in its own namespace.
 pub const QUEUE_PORT: u16 = 50061;
-/// How many executors run.
-pub const EXECUTOR_COUNT: usize = 3;
+pub const ORCHESTRATOR_PORT: u16 = 8081;
+/// The backends, on the services' loopback, by name and port.
+const BACKENDS: [(&str, u16); 3] = [
+    ("fraud-detection", 50051),
+    ("transaction-verification", 50052),
+    ("suggestions", 50053),
+];
+/// The names of the backends' processes, as the nemesis kills them.
+pub const BACKEND_NAMES: [&str; 3] = [BACKENDS[0].0, BACKENDS[1].0, BACKENDS[2].0];
 
 /// Timings that make faults show within a short run: snapshots and log purges every few
 /// hundred entries, short executions so that executors keep up with the clients.
@@ -43,7 +56,7 @@ impl SystemPaths {
         self.run_dir.join("data")
     }
 
-    pub fn ledger(&self, executor: usize) -> PathBuf {
+    pub fn ledger(&self, executor: u64) -> PathBuf {
         self.run_dir
             .join("ledgers")
             .join(format!("executor-{executor}.jsonl"))
@@ -53,13 +66,8 @@ impl SystemPaths {
 /// The running system. Dropping it kills every process.
 #[derive(Debug)]
 pub struct System {
-    /// Never touched by the nemesis; kept so that they stop with the run.
-    _backends: Vec<Supervised>,
-    _orchestrator: Supervised,
-    /// Node `n` at index `n - 1`.
-    pub queue_nodes: Vec<Supervised>,
-    /// `executor-n` at index `n - 1`.
-    pub executors: Vec<Supervised>,
+    /// Every process: the backends, the orchestrator, the queue nodes, the executors.
+    processes: Vec<Supervised>,
     pub orchestrator_url: String,
     /// `host:port` of every queue node, node 1 first.
     pub queue_addrs: Vec<String>,
@@ -79,55 +87,57 @@ impl System {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let secret_env = vec![("QUEUE_CLUSTER_SECRET".to_owned(), cluster_secret.to_owned())];
-        let spec = |name: &str, program: &str, args: Vec<String>| ProcessSpec {
-            name: name.to_owned(),
-            program: paths.binaries.join(program),
-            args,
-            envs: secret_env.clone(),
-            namespace: None,
-            log: paths.logs().join(format!("{name}.log")),
+        let mut started = 0usize;
+        let mut spec = |name: &str, program: &str, role: Role, args: Vec<String>| {
+            started += 1;
+            anyhow::Ok(ProcessSpec {
+                name: name.to_owned(),
+                program: paths.binaries.join(program),
+                args,
+                envs: secret_env.clone(),
+                namespace: Some(layout.member(role)?.namespace.clone()),
+                log: paths.logs().join(format!("{name}.log")),
+                // Half the processes begin at debug level, half at info.
+                debug_first: started.is_multiple_of(2),
+            })
         };
-        let loopback = || vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
-        let metrics_off = || vec!["--metrics-listen".to_owned(), "off".to_owned()];
+        let mut processes = Vec::new();
 
-        let mut backends = Vec::new();
-        let mut backend_urls = Vec::new();
-        for (name, extra) in [
-            (
-                "fraud-detection",
-                vec![
-                    "--velocity-max-orders".to_owned(),
-                    VELOCITY_MAX_ORDERS.to_owned(),
-                ],
-            ),
-            ("transaction-verification", Vec::new()),
-            ("suggestions", Vec::new()),
-        ] {
-            let args = [loopback(), metrics_off(), extra].concat();
-            let mut backend = Supervised::spawn(spec(name, name, args))?;
-            let addr = backend.wait_listening(0).await?;
-            backend_urls.push(format!("http://{addr}"));
-            backends.push(backend);
+        let services_addr = layout.member(Role::Services)?.addr;
+        for (name, port) in BACKENDS {
+            let mut args = vec![
+                format!("--listen=127.0.0.1:{port}"),
+                "--metrics-listen=off".to_owned(),
+            ];
+            if name == "fraud-detection" {
+                args.push(format!("--velocity-max-orders={VELOCITY_MAX_ORDERS}"));
+            }
+            processes.push(Supervised::spawn(spec(name, name, Role::Services, args)?)?);
         }
 
         let queue_addrs: Vec<String> = layout
-            .nodes
-            .iter()
+            .queue_nodes()
             .map(|node| format!("{}:{QUEUE_PORT}", node.addr))
             .collect();
-        let peers = layout
-            .nodes
+        let node_ids: Vec<u64> = layout
+            .queue_nodes()
+            .filter_map(|node| match node.role {
+                Role::QueueNode(node_id) => Some(node_id),
+                _ => None,
+            })
+            .collect();
+        let peers = node_ids
             .iter()
             .zip(&queue_addrs)
-            .map(|(node, addr)| format!("{}={addr}", node.node_id))
+            .map(|(node_id, addr)| format!("{node_id}={addr}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut queue_nodes = Vec::new();
-        for (node, addr) in layout.nodes.iter().zip(&queue_addrs) {
-            let name = format!("queue-{}", node.node_id);
+        for (&node_id, addr) in node_ids.iter().zip(&queue_addrs) {
+            let role = Role::QueueNode(node_id);
+            let name = role.name();
             let data_dir = paths.data().join(&name);
             let args = vec![
-                format!("--id={}", node.node_id),
+                format!("--id={node_id}"),
                 format!("--listen={addr}"),
                 "--metrics-listen=off".to_owned(),
                 format!("--peers={peers}"),
@@ -135,84 +145,91 @@ impl System {
                 format!("--snapshot-logs={SNAPSHOT_LOGS}"),
                 format!("--logs-to-keep={LOGS_TO_KEEP}"),
             ];
-            let mut node_spec = spec(&name, "queue-node", args);
-            node_spec.namespace = Some(node.namespace.clone());
-            queue_nodes.push(Supervised::spawn(node_spec)?);
-        }
-        for node in &mut queue_nodes {
-            node.wait_listening(0).await?;
+            processes.push(Supervised::spawn(spec(&name, "queue-node", role, args)?)?);
         }
 
         let queue_nodes_flag = format!("--queue-nodes={}", queue_addrs.join(","));
-        let mut orchestrator = Supervised::spawn(spec(
+        let backend_flags = [
+            "--fraud-detection-addr",
+            "--transaction-verification-addr",
+            "--suggestions-addr",
+        ]
+        .iter()
+        .zip(BACKENDS)
+        .map(|(flag, (_, port))| format!("{flag}=http://127.0.0.1:{port}"));
+        let orchestrator_args = [format!("--listen={services_addr}:{ORCHESTRATOR_PORT}")]
+            .into_iter()
+            .chain(backend_flags)
+            .chain([queue_nodes_flag.clone()])
+            .collect();
+        processes.push(Supervised::spawn(spec(
             "orchestrator",
             "orchestrator",
-            [
-                loopback(),
-                vec![
-                    format!("--fraud-detection-addr={}", backend_urls[0]),
-                    format!("--transaction-verification-addr={}", backend_urls[1]),
-                    format!("--suggestions-addr={}", backend_urls[2]),
-                    queue_nodes_flag.clone(),
-                ],
-            ]
-            .concat(),
-        ))?;
-        let orchestrator_addr = orchestrator.wait_listening(0).await?;
+            Role::Services,
+            orchestrator_args,
+        )?)?);
 
-        let mut executors = Vec::new();
         let mut ledgers = Vec::new();
         for number in 1..=EXECUTOR_COUNT {
             let name = format!("executor-{number}");
             let ledger = paths.ledger(number);
-            let args = [
-                loopback(),
-                vec![
-                    format!("--id={name}"),
-                    queue_nodes_flag.clone(),
-                    format!("--ledger={}", ledger.display()),
-                    format!("--execution-ms={EXECUTION_MS}"),
-                    format!("--backoff-after-lead-ms={BACKOFF_AFTER_LEAD_MS}"),
-                    format!("--poll-ms={POLL_MS}"),
-                    format!("--lease-ttl-ms={LEASE_TTL_MS}"),
-                ],
-            ]
-            .concat();
-            let mut executor = Supervised::spawn(spec(&name, "order-executor", args))?;
-            executor.wait_listening(0).await?;
-            executors.push(executor);
+            let args = vec![
+                "--listen=127.0.0.1:0".to_owned(),
+                format!("--id={name}"),
+                queue_nodes_flag.clone(),
+                format!("--ledger={}", ledger.display()),
+                format!("--execution-ms={EXECUTION_MS}"),
+                format!("--backoff-after-lead-ms={BACKOFF_AFTER_LEAD_MS}"),
+                format!("--poll-ms={POLL_MS}"),
+                format!("--lease-ttl-ms={LEASE_TTL_MS}"),
+            ];
+            processes.push(Supervised::spawn(spec(
+                &name,
+                "order-executor",
+                Role::Executor(number),
+                args,
+            )?)?);
             ledgers.push(ledger);
         }
-
+        for process in &mut processes {
+            process.wait_listening(0).await?;
+        }
         Ok(System {
-            _backends: backends,
-            _orchestrator: orchestrator,
-            queue_nodes,
-            executors,
-            orchestrator_url: format!("http://{orchestrator_addr}"),
+            processes,
+            orchestrator_url: format!("http://{services_addr}:{ORCHESTRATOR_PORT}"),
             queue_addrs,
             ledgers,
         })
     }
 
-    /// The process the nemesis calls `target` (`queue-N` or `executor-N`).
-    pub fn process(&mut self, target: &str) -> anyhow::Result<&mut Supervised> {
-        self.queue_nodes
+    /// The process named `name` (`queue-N`, `executor-N`, `orchestrator`, a backend's name).
+    pub fn process(&mut self, name: &str) -> anyhow::Result<&mut Supervised> {
+        self.processes
             .iter_mut()
-            .chain(self.executors.iter_mut())
-            .find(|process| process.name() == target)
-            .with_context(|| format!("no process named {target}"))
+            .find(|process| process.name() == name)
+            .with_context(|| format!("no process named {name}"))
     }
 
-    /// Starts every queue node and executor that is not running.
-    pub fn restart_all_stopped(&mut self) -> anyhow::Result<Vec<String>> {
-        let mut restarted = Vec::new();
-        for process in self.queue_nodes.iter_mut().chain(self.executors.iter_mut()) {
-            if !process.is_running() {
+    /// Every process that exited without being told to since the last look, each started
+    /// again (so that the run goes on; the exit is a fault all the same).
+    pub fn restart_exited(&mut self) -> anyhow::Result<Vec<ProcessExit>> {
+        let mut exits = Vec::new();
+        for process in &mut self.processes {
+            if let Some(status) = process.take_unexpected_exit() {
+                let exit = ProcessExit {
+                    at_ms: crate::now_ms(),
+                    process: process.name().to_owned(),
+                    status: status.to_string(),
+                    log_tail: log_tail(process.log()),
+                };
+                println!(
+                    "process {} exited by itself ({}); restarting it",
+                    exit.process, exit.status
+                );
                 process.start()?;
-                restarted.push(process.name().to_owned());
+                exits.push(exit);
             }
         }
-        Ok(restarted)
+        Ok(exits)
     }
 }

@@ -8,6 +8,11 @@
 //! longer than a lease), the order is executed again by the next leader and the ledger holds two
 //! lines for it. The cluster's executed record names the token that counts: a reader keeps the
 //! line with that token, which is what fencing means for a store that cannot check tokens itself.
+//!
+//! After the acknowledgement, a second line records the cluster's answer to it
+//! ([`Acknowledgement`]): accepted, refused, or never answered. The ledger is not fenced by it;
+//! it is what lets a reader (the chaos checker) tell an execution the cluster gave back from one
+//! whose acknowledgement the cluster accepted and then forgot.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +34,44 @@ pub struct Execution {
     pub dequeued_at: String,
     /// When the execution finished, RFC 3339 with milliseconds.
     pub executed_at: String,
+}
+
+/// The cluster's answer to the acknowledgement of one execution, as the executor heard it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub order_id: String,
+    pub executor_id: String,
+    /// The token of the execution acknowledged.
+    pub token: u64,
+    pub answer: AcknowledgementAnswer,
+    /// Why the cluster refused it; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub refusal: String,
+    /// When the answer arrived (or the executor stopped waiting for one), RFC 3339 with
+    /// milliseconds: an accepted acknowledgement was committed before this.
+    pub answered_at: String,
+}
+
+/// What the cluster said to an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcknowledgementAnswer {
+    /// Committed: the order is recorded executed under this token.
+    Accepted,
+    /// Definitely not recorded under this token (stale token, order not executing under it).
+    Refused,
+    /// No answer before the executor gave up (shutting down, or the cluster refused the call as
+    /// malformed): the cluster's record says whether it counted.
+    Unanswered,
+}
+
+/// One line of the ledger. Untagged, so that an execution's line reads as it always has; an
+/// acknowledgement's line is told apart by its `answer` field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LedgerLine {
+    Acknowledgement(Acknowledgement),
+    Execution(Execution),
 }
 
 /// Why an execution could not be recorded; the order is then not acknowledged.
@@ -57,12 +100,24 @@ impl Ledger {
 
     /// Appends `execution` as one line and waits until it is on disk.
     pub async fn record(&self, execution: &Execution) -> Result<(), LedgerError> {
+        self.append(execution).await
+    }
+
+    /// Appends the answer to an acknowledgement as one line and waits until it is on disk.
+    pub async fn record_acknowledgement(
+        &self,
+        acknowledgement: &Acknowledgement,
+    ) -> Result<(), LedgerError> {
+        self.append(acknowledgement).await
+    }
+
+    async fn append(&self, record: &impl Serialize) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let error = |source| LedgerError {
             path: self.path.clone(),
             source,
         };
-        let mut line = serde_json::to_vec(execution).map_err(|json| error(json.into()))?;
+        let mut line = serde_json::to_vec(record).map_err(|json| error(json.into()))?;
         line.push(b'\n');
         tokio::task::spawn_blocking(move || append_durably(&path, &line))
             .await
@@ -72,6 +127,17 @@ impl Ledger {
 
     /// Every execution recorded so far, in file order; for tests and tools.
     pub fn read_all(path: &Path) -> Result<Vec<Execution>, LedgerError> {
+        Ok(Self::read_lines(path)?
+            .into_iter()
+            .filter_map(|line| match line {
+                LedgerLine::Execution(execution) => Some(execution),
+                LedgerLine::Acknowledgement(_) => None,
+            })
+            .collect())
+    }
+
+    /// Every line recorded so far, executions and acknowledgements, in file order.
+    pub fn read_lines(path: &Path) -> Result<Vec<LedgerLine>, LedgerError> {
         let error = |source| LedgerError {
             path: path.to_owned(),
             source,
@@ -124,6 +190,37 @@ mod tests {
         assert_eq!(
             Ledger::read_all(&path).expect("read back"),
             [execution("a", 1), execution("b", 2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_are_lines_of_their_own() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("executions.jsonl");
+        let ledger = Ledger::new(&path);
+        let acknowledgement = Acknowledgement {
+            order_id: "a".to_owned(),
+            executor_id: "executor-1".to_owned(),
+            token: 1,
+            answer: AcknowledgementAnswer::Refused,
+            refusal: "stale token".to_owned(),
+            answered_at: "2026-11-27T10:00:00.100Z".to_owned(),
+        };
+        ledger.record(&execution("a", 1)).await.expect("append");
+        ledger
+            .record_acknowledgement(&acknowledgement)
+            .await
+            .expect("append");
+        assert_eq!(
+            Ledger::read_lines(&path).expect("read back"),
+            [
+                LedgerLine::Execution(execution("a", 1)),
+                LedgerLine::Acknowledgement(acknowledgement)
+            ]
+        );
+        assert_eq!(
+            Ledger::read_all(&path).expect("read back"),
+            [execution("a", 1)]
         );
     }
 

@@ -27,6 +27,8 @@ pub mod worker;
 pub use config::{Config, run};
 pub use election::{ConfirmedLease, LeaseView, Outlook};
 pub use error::ExecutorError;
-pub use ledger::{Execution, Ledger, LedgerError};
+pub use ledger::{
+    Acknowledgement, AcknowledgementAnswer, Execution, Ledger, LedgerError, LedgerLine,
+};
 pub use status::{ExecutorStatus, Role, StatusBoard};
 pub use worker::{Timing, Worker};

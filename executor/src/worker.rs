@@ -43,7 +43,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::election::{ConfirmedLease, LeaseView, Outlook};
-use crate::ledger::{Execution, Ledger};
+use crate::ledger::{Acknowledgement, AcknowledgementAnswer, Execution, Ledger};
 use crate::status::StatusBoard;
 
 /// The pause after the first failed call to the cluster; it doubles with each failure in a row.
@@ -336,7 +336,10 @@ impl Worker {
                 return self.give_up(&lease, error.into(), Some(&order_id)).await;
             }
         }
-        match self.acknowledge(&lease, &order_id, stop).await {
+        let answer = self.acknowledge(&lease, &order_id, stop).await;
+        self.record_answer(lease.token(), &order_id, answer.as_ref())
+            .await;
+        match answer {
             Some(answer) if answer.accepted => {
                 tracing::info!(
                     order_id,
@@ -366,6 +369,37 @@ impl Worker {
         }
         self.resign(token).await;
         Phase::StandingAside
+    }
+
+    /// Appends the cluster's answer to the acknowledgement to the ledger, after the execution's
+    /// own line. A failure to write it is only logged: the order is executed and acknowledged
+    /// either way, and the line only tells a reader what the executor heard.
+    async fn record_answer(
+        &self,
+        token: u64,
+        order_id: &str,
+        answer: Option<&pb::AcknowledgeResponse>,
+    ) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        let (answer, refusal) = match answer {
+            Some(answer) if answer.accepted => (AcknowledgementAnswer::Accepted, String::new()),
+            Some(answer) => (AcknowledgementAnswer::Refused, answer.refusal.clone()),
+            None => (AcknowledgementAnswer::Unanswered, String::new()),
+        };
+        let acknowledgement = Acknowledgement {
+            order_id: order_id.to_owned(),
+            executor_id: self.executor_id.clone(),
+            token,
+            answer,
+            refusal,
+            answered_at: rfc3339_now(),
+        };
+        if let Err(error) = ledger.record_acknowledgement(&acknowledgement).await {
+            self.board.failed(&error);
+            tracing::warn!(executor_id = self.executor_id, order_id, token, %error, "cannot record the acknowledgement's answer");
+        }
     }
 
     /// Stops working under the lease: drops the order in hand unacknowledged and, unless the

@@ -433,6 +433,28 @@ impl QueueClient {
         &self,
         addr: &str,
     ) -> Result<pb::ClusterStatusResponse, ClientError> {
+        self.ask_status(addr, pb::ClusterStatusRequest::default())
+            .await
+    }
+
+    /// As [`QueueClient::cluster_status_of`], with the digest of the node's applied state
+    /// (`state_digest`), to compare replicas.
+    pub async fn cluster_status_with_digest_of(
+        &self,
+        addr: &str,
+    ) -> Result<pb::ClusterStatusResponse, ClientError> {
+        let request = pb::ClusterStatusRequest {
+            with_state_digest: true,
+            ..pb::ClusterStatusRequest::default()
+        };
+        self.ask_status(addr, request).await
+    }
+
+    async fn ask_status(
+        &self,
+        addr: &str,
+        request: pb::ClusterStatusRequest,
+    ) -> Result<pb::ClusterStatusResponse, ClientError> {
         let addr = normalize_addr(addr)?;
         let options = &self.shared.options;
         let mut client = match self.shared.nodes.iter().find(|node| node.addr == addr) {
@@ -445,7 +467,7 @@ impl QueueClient {
             waited: started.elapsed(),
             last_error: format!("{addr}: {last_error}"),
         };
-        let asked = client.cluster_status(pb::ClusterStatusRequest::default());
+        let asked = client.cluster_status(request);
         match tokio::time::timeout(options.attempt_timeout, asked).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => match classify(&status) {

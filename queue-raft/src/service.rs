@@ -811,7 +811,21 @@ impl OrderQueueService {
             lease_expires_at_ms: lease.as_ref().map_or(0, |lease| lease.expires_at_ms),
             millis_since_leader_contact,
             lease_remaining_ms,
+            state_digest: String::new(),
         }
+    }
+}
+
+/// SHA-256 of the applied state's encoding, in hex. The encoding is deterministic (maps in key
+/// order), so equal states have equal digests.
+fn state_digest(queue: &QueueState) -> String {
+    use sha2::{Digest, Sha256};
+    match crate::codec::encode(queue) {
+        Ok(bytes) => Sha256::digest(&bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
+        Err(error) => format!("unencodable: {error}"),
     }
 }
 
@@ -946,14 +960,19 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let request = request.into_inner();
         let leads = self.raft.metrics().borrow().state.is_leader();
-        if request.into_inner().confirm_leadership && leads {
+        if request.confirm_leadership && leads {
             self.raft
                 .ensure_linearizable()
                 .await
                 .map_err(RequestError::from)?;
         }
-        Ok(Response::new(self.status().await))
+        let mut status = self.status().await;
+        if request.with_state_digest {
+            status.state_digest = self.state.read_queue(state_digest).await;
+        }
+        Ok(Response::new(status))
     }
 }
 
@@ -1046,6 +1065,7 @@ impl From<&OrderRecord> for pb::OrderState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Timeline;
 
     fn order(items: Vec<pb::QueueItem>) -> pb::QueuedOrder {
         pb::QueuedOrder {
@@ -1148,6 +1168,36 @@ mod tests {
             unexpected,
             RequestError::UnexpectedAnswer(CommandResponse::QueueEmpty)
         ));
+    }
+
+    #[test]
+    fn equal_states_have_equal_digests_and_a_change_shows() {
+        let enqueue = |order_id: &str| Command::Enqueue {
+            order: QueuedOrder::new(
+                order_id.to_owned(),
+                "Ada".to_owned(),
+                vec![OrderItem {
+                    title: "Emma".to_owned(),
+                    quantity: 2,
+                }],
+            ),
+            at: Stamp::new(
+                Timeline {
+                    term: 1,
+                    incarnation: 1,
+                    began_at_ms: 0,
+                },
+                1_000,
+            ),
+        };
+        let (mut first, mut second) = (QueueState::default(), QueueState::default());
+        for state in [&mut first, &mut second] {
+            state.apply(&enqueue("a"));
+        }
+        assert_eq!(state_digest(&first), state_digest(&second));
+        assert_eq!(state_digest(&first).len(), 64);
+        second.apply(&enqueue("b"));
+        assert_ne!(state_digest(&first), state_digest(&second));
     }
 
     #[test]

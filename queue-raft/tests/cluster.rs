@@ -599,7 +599,10 @@ async fn a_leader_confirms_its_status_only_with_a_majority() {
         let addr = addr.clone();
         async move {
             let mut client = OrderQueueClient::connect(addr).await.expect("connect");
-            let mut request = tonic::Request::new(pb::ClusterStatusRequest { confirm_leadership });
+            let mut request = tonic::Request::new(pb::ClusterStatusRequest {
+                confirm_leadership,
+                ..Default::default()
+            });
             request.set_timeout(Duration::from_secs(2));
             client
                 .cluster_status(request)
