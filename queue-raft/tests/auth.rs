@@ -93,7 +93,7 @@ async fn raft_rpcs_without_the_cluster_secret_are_refused() {
     );
     unauthenticated(raft.vote(garbled).await.expect_err("a vote, short secret"));
     assert!(
-        cluster.logged(follower, REFUSAL_LOG),
+        cluster.eventually_logged(follower, REFUSAL_LOG).await,
         "the follower logs each refusal"
     );
     let secret_text = std::fs::read_to_string(cluster.secret_file()).expect("the secret");
@@ -157,7 +157,7 @@ async fn membership_changes_without_the_cluster_secret_are_refused() {
         .await
         .expect_err("an addition without the secret");
     assert_eq!(no_secret.code(), Code::Unauthenticated, "{no_secret:?}");
-    assert!(cluster.logged(leader, REFUSAL_LOG));
+    assert!(cluster.eventually_logged(leader, REFUSAL_LOG).await);
 
     assert_eq!(voters(&cluster, leader).await, BTreeSet::from(NODE_IDS));
     assert_eq!(
@@ -189,7 +189,7 @@ async fn a_node_with_another_secret_cannot_join() {
         "{added:?}"
     );
     assert!(
-        cluster.logged(4, REFUSAL_LOG),
+        cluster.eventually_logged(4, REFUSAL_LOG).await,
         "the intruder refuses the leader's appends"
     );
     let intruder = cluster.status(4).await;

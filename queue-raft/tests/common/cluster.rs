@@ -43,6 +43,8 @@ use proxy::LinkProxy;
 pub const NODE_IDS: [NodeId; 3] = [1, 2, 3];
 /// How often a wait polls.
 const POLL: Duration = Duration::from_millis(50);
+/// How long a log line may take to appear after the answer it follows.
+const LOG_WAIT: Duration = Duration::from_secs(5);
 /// How often starting a node is tried before giving up.
 const START_TRIES: usize = 5;
 
@@ -260,6 +262,21 @@ impl Cluster {
     pub fn logged(&self, id: NodeId, message: &str) -> bool {
         let needle = format!("\"message\":\"{message}\"");
         self.log_lines(id).iter().any(|line| line.contains(&needle))
+    }
+
+    /// Whether node `id` logs `message` within a few seconds: a node writes its log line after it
+    /// answers, so a test that just got the answer may read the log before the line is there.
+    pub async fn eventually_logged(&self, id: NodeId, message: &str) -> bool {
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            if self.logged(id, message) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Kills node `id` with SIGKILL, as a crash would; its data stays.
