@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ExecutorError;
+use crate::faults::FaultPoints;
 use crate::http;
 use crate::ledger::Ledger;
 use crate::status::StatusBoard;
@@ -50,6 +51,11 @@ pub struct Config {
     /// executors may share it.
     #[arg(long, env = "EXECUTOR_LEDGER")]
     pub ledger: Option<PathBuf>,
+    /// Fault injection for tests: a file naming points (`dequeued`, `executed`, `recorded`,
+    /// `acknowledged`, one per line) at which the executor stops itself with SIGSTOP; read at
+    /// each point (see `executor::faults`).
+    #[arg(long, env = "EXECUTOR_FAULT_POINTS_FILE")]
+    pub fault_points_file: Option<PathBuf>,
     /// Address to serve HTTP (health, status) on; port 0 picks a free port (logged as
     /// `listening`).
     #[arg(long, env = "EXECUTOR_LISTEN", default_value = "0.0.0.0:50071")]
@@ -108,6 +114,7 @@ pub async fn run(
         client,
         config.timing(),
         config.ledger.clone().map(Ledger::new),
+        FaultPoints::new(config.fault_points_file.clone()),
         board.clone(),
     );
     // Cancelled on shutdown; the worker's loop and every wait in it end on it.

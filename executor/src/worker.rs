@@ -43,6 +43,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::election::{ConfirmedLease, LeaseView, Outlook};
+use crate::faults::{FaultPoint, FaultPoints};
 use crate::ledger::{Execution, Ledger};
 use crate::status::StatusBoard;
 
@@ -104,6 +105,8 @@ pub struct Worker {
     client: QueueClient,
     timing: Timing,
     ledger: Option<Ledger>,
+    /// Where a test may stop this process (nothing, unless the executor was given a file).
+    faults: FaultPoints,
     board: StatusBoard,
     /// Failed lease reads or campaigns in a row; sets the pause before the next, reset by any
     /// answer.
@@ -118,6 +121,7 @@ impl Worker {
         client: QueueClient,
         timing: Timing,
         ledger: Option<Ledger>,
+        faults: FaultPoints,
         board: StatusBoard,
     ) -> Self {
         Self {
@@ -125,6 +129,7 @@ impl Worker {
             client,
             timing,
             ledger,
+            faults,
             board,
             candidate_failures: 0,
             status_node: None,
@@ -305,6 +310,9 @@ impl Worker {
             "order dequeued"
         );
         self.board.executing(&order_id, priority);
+        self.faults
+            .reach(FaultPoint::Dequeued, &order_id, token)
+            .await;
 
         let execution = sleep(self.timing.execution);
         if let Err(interrupted) = self.hold_while(&mut lease, stop, execution).await {
@@ -321,6 +329,9 @@ impl Worker {
             let interrupted = Interrupted::LeaseUnconfirmed;
             return self.give_up(&lease, interrupted, Some(&order_id)).await;
         }
+        self.faults
+            .reach(FaultPoint::Executed, &order_id, token)
+            .await;
         if let Some(ledger) = &self.ledger {
             let execution = Execution {
                 order_id: order_id.clone(),
@@ -336,6 +347,9 @@ impl Worker {
                 return self.give_up(&lease, error.into(), Some(&order_id)).await;
             }
         }
+        self.faults
+            .reach(FaultPoint::Recorded, &order_id, token)
+            .await;
         match self.acknowledge(&lease, &order_id, stop).await {
             Some(answer) if answer.accepted => {
                 tracing::info!(
@@ -364,6 +378,9 @@ impl Worker {
                 "acknowledgement unconfirmed; the cluster's record says whether it counted"
             ),
         }
+        self.faults
+            .reach(FaultPoint::Acknowledged, &order_id, token)
+            .await;
         self.resign(token).await;
         Phase::StandingAside
     }
