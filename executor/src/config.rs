@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use queue_raft::{ClientOptions, QueueClient, QueueNodes};
+use queue_raft::{ClientOptions, Holder, QueueClient, QueueNodes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,8 +24,9 @@ use crate::worker::{Timing, Worker};
     about = "An order executor: leads through the queue cluster's lease, executes one order per lease"
 )]
 pub struct Config {
-    /// This executor's id, unique among the executors (two processes with one id would both
-    /// think they hold its lease).
+    /// This executor's id, as logs, ledgers and the cluster page name it. Each process adds an
+    /// incarnation of its own (drawn at start), so two processes given one id by mistake, or a
+    /// restarted one, are never the same lease holder.
     #[arg(long, env = "EXECUTOR_ID")]
     pub id: String,
     #[command(flatten)]
@@ -106,11 +107,19 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(service = "order-executor", executor_id = config.id, %addr, "listening");
+    // Never 0, which the cluster refuses as unset.
+    let incarnation = rand::random::<u64>().max(1);
+    tracing::info!(
+        service = "order-executor",
+        executor_id = config.id,
+        incarnation,
+        %addr,
+        "listening"
+    );
 
     let board = StatusBoard::new(&config.id);
     let worker = Worker::new(
-        config.id.clone(),
+        Holder::new(config.id.clone(), incarnation),
         client,
         config.timing(),
         config.ledger.clone().map(Ledger::new),

@@ -112,7 +112,10 @@ impl Executors {
             .find(|(name, _)| **name == id)
             .unwrap_or_else(|| panic!("no executor {id}"));
         let process = tokio::task::block_in_place(|| Service::start("order-executor", args));
-        let slot = self.processes.get_mut(name).expect("every executor has a slot");
+        let slot = self
+            .processes
+            .get_mut(name)
+            .expect("every executor has a slot");
         assert!(slot.is_none(), "{id} is still running");
         *slot = Some(process);
     }
@@ -320,9 +323,9 @@ pub async fn wait_until_executed(
     states
 }
 
-/// Checks that every order in `states` is executed, exactly once: one ledger line and one
-/// `executed` log line each, written by the executor under the token the cluster recorded, and
-/// nothing else in the ledger.
+/// Checks that every order in `states` is executed, exactly once: one execution record in the
+/// cluster, one ledger line and one `executed` log line each, all three naming the same executor
+/// (and the ledger the same token), and nothing else in the ledger.
 pub fn assert_executed_exactly_once(
     states: &BTreeMap<String, pb::OrderState>,
     ledger: &[Execution],
@@ -333,6 +336,15 @@ pub fn assert_executed_exactly_once(
             state.phase,
             pb::OrderPhase::Executed as i32,
             "{order_id} is not executed: {state:?}"
+        );
+        let record = state
+            .execution
+            .as_ref()
+            .unwrap_or_else(|| panic!("{order_id} has no execution record: {state:?}"));
+        assert_eq!(
+            (record.executor_id.as_str(), record.token),
+            (state.executor_id.as_str(), state.token),
+            "{order_id}: the order shows another execution than its record"
         );
         let lines: Vec<&Execution> = ledger
             .iter()

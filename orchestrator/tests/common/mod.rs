@@ -32,6 +32,8 @@ pub struct System {
     pub executors: Vec<Service>,
     /// The flags `orchestrator` was started with, so that another one can join it.
     orchestrator_args: Vec<String>,
+    /// Holds the orchestrators' shared idempotency secret; removed with the system.
+    _secrets: tempfile::TempDir,
 }
 
 /// What a test may change about the system it starts.
@@ -83,6 +85,10 @@ impl System {
         queue_nodes: &str,
         options: Options,
     ) -> System {
+        let secrets = tempfile::tempdir().expect("temporary secrets directory");
+        let secret_file = secrets.path().join("idempotency-secret");
+        std::fs::write(&secret_file, format!("{}\n", uuid::Uuid::new_v4()))
+            .expect("write a secret");
         tokio::task::block_in_place(|| {
             let fraud_detection = Service::start("fraud-detection", &options.fraud_detection_args);
             let transaction_verification = Service::start("transaction-verification", &[]);
@@ -103,6 +109,7 @@ impl System {
                     options.backend_timeout.as_millis()
                 ),
                 format!("--queue-nodes={queue_nodes}"),
+                format!("--idempotency-secret-file={}", secret_file.display()),
             ];
             orchestrator_args.extend(options.orchestrator_args.iter().cloned());
             let orchestrator = Service::start("orchestrator", &orchestrator_args);
@@ -125,6 +132,7 @@ impl System {
                 suggestions: Some(suggestions),
                 orchestrator,
                 orchestrator_args,
+                _secrets: secrets,
             }
         })
     }
