@@ -387,6 +387,7 @@ fn order_result(answer: Option<pb::OrderState>) -> ReadResult {
         Some(pb::OrderPhase::Queued) => ReadState::Queued,
         Some(pb::OrderPhase::Executing) => ReadState::Executing,
         Some(pb::OrderPhase::Executed) => ReadState::Executed,
+        Some(pb::OrderPhase::Rejected) => ReadState::Rejected,
         Some(pb::OrderPhase::Unspecified) => {
             return ReadResult::NoAnswer {
                 error: "an order state without a phase".to_owned(),

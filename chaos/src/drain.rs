@@ -244,6 +244,9 @@ fn order_state(state: Option<pb::OrderState>) -> OrderState {
             token: state.token,
         },
         pb::OrderPhase::Queued | pb::OrderPhase::Unspecified => OrderState::Queued,
+        // A rejected checkout is a record of the queue now; it was never placed, as when the
+        // queue did not know it.
+        pb::OrderPhase::Rejected => OrderState::Unknown,
     }
 }
 

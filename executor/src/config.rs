@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use queue_raft::{ClientOptions, QueueClient, QueueNodes};
+use queue_raft::{ClientOptions, Holder, QueueClient, QueueNodes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ExecutorError;
+use crate::faults::FaultPoints;
 use crate::http;
 use crate::ledger::Ledger;
 use crate::status::StatusBoard;
@@ -23,8 +24,9 @@ use crate::worker::{Timing, Worker};
     about = "An order executor: leads through the queue cluster's lease, executes one order per lease"
 )]
 pub struct Config {
-    /// This executor's id, unique among the executors (two processes with one id would both
-    /// think they hold its lease).
+    /// This executor's id, as logs, ledgers and the cluster page name it. Each process adds an
+    /// incarnation of its own (drawn at start), so two processes given one id by mistake, or a
+    /// restarted one, are never the same lease holder.
     #[arg(long, env = "EXECUTOR_ID")]
     pub id: String,
     #[command(flatten)]
@@ -50,6 +52,11 @@ pub struct Config {
     /// executors may share it.
     #[arg(long, env = "EXECUTOR_LEDGER")]
     pub ledger: Option<PathBuf>,
+    /// Fault injection for tests: a file naming points (`dequeued`, `executed`, `recorded`,
+    /// `acknowledged`, one per line) at which the executor stops itself with SIGSTOP; read at
+    /// each point (see `executor::faults`).
+    #[arg(long, env = "EXECUTOR_FAULT_POINTS_FILE")]
+    pub fault_points_file: Option<PathBuf>,
     /// Address to serve HTTP (health, status) on; port 0 picks a free port (logged as
     /// `listening`).
     #[arg(long, env = "EXECUTOR_LISTEN", default_value = "0.0.0.0:50071")]
@@ -100,14 +107,23 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(service = "order-executor", executor_id = config.id, %addr, "listening");
+    // Never 0, which the cluster refuses as unset.
+    let incarnation = rand::random::<u64>().max(1);
+    tracing::info!(
+        service = "order-executor",
+        executor_id = config.id,
+        incarnation,
+        %addr,
+        "listening"
+    );
 
     let board = StatusBoard::new(&config.id);
     let worker = Worker::new(
-        config.id.clone(),
+        Holder::new(config.id.clone(), incarnation),
         client,
         config.timing(),
         config.ledger.clone().map(Ledger::new),
+        FaultPoints::new(config.fault_points_file.clone()),
         board.clone(),
     );
     // Cancelled on shutdown; the worker's loop and every wait in it end on it.

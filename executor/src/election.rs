@@ -39,13 +39,10 @@ pub enum Outlook {
     Campaign,
     /// Nobody leads and nothing is queued: wait, writing nothing.
     Idle,
-    /// Another executor holds an unexpired lease.
+    /// Another executor holds an unexpired lease, or another run of this one (a previous run
+    /// that died holding it, or a second process given the same id): a campaign would be refused
+    /// until it expires, and its token is not this run's to use or give back.
     HeldBy { holder: String, token: u64 },
-    /// The lease is recorded as this executor's own, but this run does not hold it: a previous
-    /// run died holding it (or a resignation was lost). Give it back rather than resume it, so
-    /// that every order is executed under a lease of its own: resuming would execute a second
-    /// order (or the same one again) under one fencing token.
-    GiveBack { token: u64 },
 }
 
 impl From<&pb::ClusterStatusResponse> for LeaseView {
@@ -62,18 +59,17 @@ impl From<&pb::ClusterStatusResponse> for LeaseView {
 impl LeaseView {
     /// Campaign when the lease is free and orders wait; or when a lease is still recorded but
     /// has no time left (only a command clears it, and the order that was executing under it is
-    /// queued again only then, so someone must campaign even if nothing else waits). A lease
-    /// recorded as this executor's own is given back (see [`Outlook::GiveBack`]).
-    pub fn outlook(&self, executor_id: &str) -> Outlook {
+    /// queued again only then, so someone must campaign even if nothing else waits). A lease in
+    /// force is followed whoever holds it, a lease under this executor's own id included: this
+    /// run never holds a lease it did not win, and the cluster refuses every campaign while one
+    /// is in force. The view may be stale; then the campaign is refused, which is safe.
+    pub fn outlook(&self) -> Outlook {
         if self.holder.is_empty() {
             return if self.queue_depth > 0 {
                 Outlook::Campaign
             } else {
                 Outlook::Idle
             };
-        }
-        if self.holder == executor_id {
-            return Outlook::GiveBack { token: self.token };
         }
         if self.remaining_ms == 0 {
             return Outlook::Campaign;
@@ -147,37 +143,29 @@ mod tests {
 
     #[test]
     fn a_free_lease_is_sought_only_when_orders_wait() {
-        assert_eq!(view("", 0, 3).outlook("e1"), Outlook::Campaign);
-        assert_eq!(view("", 0, 0).outlook("e1"), Outlook::Idle);
+        assert_eq!(view("", 0, 3).outlook(), Outlook::Campaign);
+        assert_eq!(view("", 0, 0).outlook(), Outlook::Idle);
     }
 
     #[test]
-    fn a_lease_of_another_with_time_left_is_followed() {
-        assert_eq!(
-            view("e2", 1, 5).outlook("e1"),
-            Outlook::HeldBy {
-                holder: "e2".to_owned(),
-                token: 7
-            }
-        );
+    fn a_lease_with_time_left_is_followed_whoever_holds_it() {
+        // Under this executor's own id too: another run's lease is not this run's.
+        for holder in ["e2", "e1"] {
+            assert_eq!(
+                view(holder, 1, 5).outlook(),
+                Outlook::HeldBy {
+                    holder: holder.to_owned(),
+                    token: 7
+                }
+            );
+        }
     }
 
     #[test]
     fn an_expired_lease_is_sought_even_with_nothing_queued() {
         // The order that was executing under it goes back to the queue only when a command
         // clears the lease.
-        assert_eq!(view("e2", 0, 0).outlook("e1"), Outlook::Campaign);
-    }
-
-    #[test]
-    fn an_executor_gives_back_a_lease_recorded_as_its_own() {
-        let recorded = view("e1", 9_000, 0);
-        assert_eq!(
-            recorded.outlook("e1"),
-            Outlook::GiveBack {
-                token: recorded.token
-            }
-        );
+        assert_eq!(view("e2", 0, 0).outlook(), Outlook::Campaign);
     }
 
     #[test]

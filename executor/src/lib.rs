@@ -6,6 +6,8 @@
 //!   until when a lease may be acted on ([`ConfirmedLease`]).
 //! - [`worker`]: the loop, as a state machine (candidate, leader, standing aside) that follows
 //!   the queue's Raft leader and never acts on a lease it cannot confirm.
+//! - [`faults`]: named points where a test makes the executor stop itself (SIGSTOP), to kill it
+//!   or pause it past its lease exactly there.
 //! - [`ledger`]: the visible effect of executing an order: one JSON line per execution, fsynced.
 //! - [`status`]: what the executor is doing now, published by the worker, read by [`http`].
 //! - [`http`]: `GET /health`, `GET /status` and `GET /metrics`.
@@ -19,6 +21,7 @@
 pub mod config;
 pub mod election;
 pub mod error;
+pub mod faults;
 pub mod http;
 pub mod ledger;
 pub mod status;
@@ -27,6 +30,7 @@ pub mod worker;
 pub use config::{Config, run};
 pub use election::{ConfirmedLease, LeaseView, Outlook};
 pub use error::ExecutorError;
+pub use faults::{FaultPoint, FaultPoints};
 pub use ledger::{
     Acknowledgement, AcknowledgementAnswer, Execution, Ledger, LedgerError, LedgerLine,
 };

@@ -36,7 +36,8 @@ pub struct ExecutorStatus {
     /// Who holds the lease as last seen, when another executor does.
     pub lease_holder: Option<String>,
     pub current_order: Option<CurrentOrder>,
-    /// Orders this executor executed and the cluster acknowledged, since it started.
+    /// Orders whose execution this executor recorded in the cluster (the execution that
+    /// counts), since it started.
     pub orders_executed: u64,
     pub last_executed_order: Option<String>,
     /// The last failure talking to the cluster or recording an execution.
@@ -98,7 +99,7 @@ impl StatusBoard {
         });
     }
 
-    /// The current order was acknowledged.
+    /// The current order's execution was recorded in the cluster.
     pub fn executed(&self) {
         self.sender.send_modify(|status| {
             if let Some(order) = status.current_order.take() {

@@ -10,25 +10,46 @@
 //!     +------------- back-off elapsed ------------- StandingAside <---------+ (or refused), resigned
 //! ```
 //!
-//! A leader handles exactly one order per lease: dequeue with the token, execute for
+//! A leader handles exactly one order per lease: dequeue with the token; execute it for
 //! `execution` while renewing the lease every third of its TTL, renew once more unless two thirds
-//! of it are still confirmed, record the execution in the ledger, acknowledge with the token,
-//! resign, stand aside for `backoff_after_lead` so that another executor leads next.
+//! of it are still confirmed; record the execution in the cluster (fenced by the token, once per
+//! order); log `order <id> executed by executor <id>` and append it to the ledger; acknowledge
+//! with the token; resign; stand aside for `backoff_after_lead` so that another executor leads
+//! next. An order whose dequeue answer carries an execution record (an earlier holder recorded
+//! it, then lost its lease before acknowledging) is not executed again: it is only acknowledged.
 //!
-//! Safety: the executor never acts on a lease it cannot confirm. Every dequeue and
-//! acknowledgement carries the token (the cluster refuses a stale one); a call under the lease
-//! races the lease's confirmed end ([`ConfirmedLease`]), and when a renewal is refused, or none
-//! is confirmed before that end, the order in hand is dropped at once, unacknowledged (the
-//! cluster gives it back to the queue when the lease ends).
+//! What is once, and why: the execution record is the execution's effect, written once per order
+//! by the cluster under a valid lease. The work before it (the `execution` wait here; preparing
+//! stock and payment once the two-phase commit exists) may be done again by a next holder when a
+//! holder loses its lease before recording; the record, and everything after it, never is. The
+//! log line and the ledger line are written by the run whose record committed, at once when it
+//! learns so, and by no other run: a run that did not record the execution, or finds it recorded
+//! by another, says so in other words. A pause anywhere (SIGSTOP, a stalled VM) delays them but
+//! never doubles them: a record attempt whose answer is lost is repeated, even after the lease's
+//! end, until the cluster says whether it counted (a repeat under the same token is answered as
+//! the first attempt was). Only a crash in the moment between the record's commit and the log
+//! line (the answer's way back from the queue leader, and one write) leaves an order with its
+//! record and without the line; the record, shown by `GET /orders/{id}` and `queuectl show`,
+//! stays the proof.
+//!
+//! Safety: the executor never acts on a lease it cannot confirm. Every dequeue, record and
+//! acknowledgement carries the token and the executor's holder identity (its id and the
+//! incarnation drawn when this process started), and the cluster refuses a stale one; a call
+//! under the lease races the lease's confirmed end ([`ConfirmedLease`]), and when a renewal is
+//! refused, or none is confirmed before that end, the order in hand is dropped at once,
+//! unrecorded (the cluster gives it back to the queue when the lease ends).
 //!
 //! Liveness: the client follows the queue's Raft leader; a failure to reach the cluster is
 //! retried after a growing pause, never fatal. Waiting executors read one node's status (no Raft
-//! write) and campaign only when there is something to do, so an idle system writes nothing.
+//! write) and campaign only when there is something to do, so an idle system writes nothing. A
+//! campaign is never answered with a token in force, so a run that restarts while its previous
+//! run's lease lasts (or whose own grant's answer was lost) waits for that lease to expire.
 //!
 //! An acknowledgement is retried until the cluster answers it, while the lease's confirmed end
-//! has not passed (after it, the executor neither executes nor acknowledges): a retry with the
-//! same token is answered as the first attempt was if that one committed, and is refused as
-//! stale otherwise once the lease ended, so it is never applied twice nor confused.
+//! has not passed: a retry with the same token is answered as the first attempt was if that one
+//! committed, and is refused as stale otherwise once the lease ended, so it is never applied
+//! twice nor confused. An unacknowledged order goes back to the queue with its record, and the
+//! next holder acknowledges it.
 //!
 //! Every lease decision here is on the monotonic clock (`tokio::time::Instant`); when to
 //! campaign follows the time the queue's leader says the lease has left. The wall clock is read
@@ -38,11 +59,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use bookstore_proto as pb;
-use queue_raft::{ClientError, OrderItem, QueueClient, QueuedOrder};
+use queue_raft::{ClientError, Holder, OrderItem, QueueClient, QueuedOrder};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::election::{ConfirmedLease, LeaseView, Outlook};
+use crate::faults::{FaultPoint, FaultPoints};
 use crate::ledger::{Acknowledgement, AcknowledgementAnswer, Execution, Ledger};
 use crate::status::StatusBoard;
 
@@ -50,6 +72,9 @@ use crate::status::StatusBoard;
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// The pause never grows beyond this.
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// For how many lease TTLs an executor keeps asking whether a record attempt whose answer was
+/// lost counted.
+const LEARN_RECORDING_FOR: u32 = 3;
 
 /// The executor's timings, from its flags.
 #[derive(Debug, Clone)]
@@ -93,17 +118,32 @@ pub enum Interrupted {
     /// The cluster refused the request itself; retrying would not help.
     #[error("the queue refused the request: {0}")]
     Rejected(#[source] ClientError),
-    /// The execution could not be recorded.
-    #[error(transparent)]
-    Ledger(#[from] crate::ledger::LedgerError),
+    /// The cluster refused to record the execution.
+    #[error("the cluster refused to record the execution: {0}")]
+    RecordRefused(String),
+}
+
+/// What the cluster said of an attempt to record an order's execution.
+#[derive(Debug)]
+enum Recording {
+    /// Recorded under this run's lease: this execution is the one that counts.
+    Recorded(pb::ExecutionRecord),
+    /// An earlier holder recorded it: acknowledge it, nothing more.
+    RecordedBefore(pb::ExecutionRecord),
+    /// Refused (the lease ended, or the order is not executing under it): nothing recorded.
+    Refused { current_token: u64, refusal: String },
 }
 
 /// One executor's worker: the election loop and the execution of orders.
 pub struct Worker {
     executor_id: String,
+    /// This run as the cluster knows it: the id and the incarnation drawn at start.
+    holder: Holder,
     client: QueueClient,
     timing: Timing,
     ledger: Option<Ledger>,
+    /// Where a test may stop this process (nothing, unless the executor was given a file).
+    faults: FaultPoints,
     board: StatusBoard,
     /// Failed lease reads or campaigns in a row; sets the pause before the next, reset by any
     /// answer.
@@ -113,18 +153,22 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker for this run, `holder`, of its executor.
     pub fn new(
-        executor_id: String,
+        holder: Holder,
         client: QueueClient,
         timing: Timing,
         ledger: Option<Ledger>,
+        faults: FaultPoints,
         board: StatusBoard,
     ) -> Self {
         Self {
-            executor_id,
+            executor_id: holder.executor_id.clone(),
+            holder,
             client,
             timing,
             ledger,
+            faults,
             board,
             candidate_failures: 0,
             status_node: None,
@@ -156,7 +200,7 @@ impl Worker {
                 return self.candidate_failed(&error, stop).await;
             }
         };
-        match view.outlook(&self.executor_id) {
+        match view.outlook() {
             Outlook::Campaign => {}
             Outlook::Idle => {
                 self.candidate_failures = 0;
@@ -170,23 +214,13 @@ impl Worker {
                 pause(stop, self.timing.poll).await;
                 return Phase::Candidate;
             }
-            Outlook::GiveBack { token } => {
-                self.candidate_failures = 0;
-                tracing::info!(
-                    executor_id = self.executor_id,
-                    token,
-                    "giving back a lease a previous run held"
-                );
-                self.resign(token).await;
-                return Phase::Candidate;
-            }
         }
         // Not cut short by shutdown: a campaign that committed unseen would keep the lease from
         // the others until it expired. A lease granted now is given back by `lead` at once.
         let asked_at = Instant::now();
         let answer = self
             .client
-            .campaign(&self.executor_id, self.timing.lease_ttl)
+            .campaign(&self.holder, self.timing.lease_ttl)
             .await;
         match answer {
             Ok(answer) if answer.granted => {
@@ -195,6 +229,7 @@ impl Worker {
                 metrics::counter!("bookstore_executor_lease_grants_total").increment(1);
                 tracing::info!(
                     executor_id = self.executor_id,
+                    incarnation = self.holder.incarnation,
                     token = answer.token,
                     "lease granted"
                 );
@@ -208,6 +243,15 @@ impl Worker {
             Ok(answer) => {
                 self.candidate_failures = 0;
                 record_election("lost");
+                if answer.holder == self.executor_id
+                    && answer.holder_incarnation == self.holder.incarnation
+                {
+                    tracing::info!(
+                        executor_id = self.executor_id,
+                        "the lease is held by this run (a grant whose answer was lost); waiting \
+                         for it to expire"
+                    );
+                }
                 self.board.following(Some(answer.holder));
                 pause(stop, self.timing.poll).await;
                 Phase::Candidate
@@ -272,11 +316,9 @@ impl Worker {
         let token = lease.token();
         let dequeued_at = rfc3339_now();
         let dequeued = self
-            .call_under_lease(&lease, stop, || {
-                self.client.dequeue(&self.executor_id, token)
-            })
+            .call_under_lease(&lease, stop, || self.client.dequeue(&self.holder, token))
             .await;
-        let order = match dequeued {
+        let (order, recorded_before) = match dequeued {
             Ok(answer) if !answer.accepted => {
                 let refused = Interrupted::LeaseRefused {
                     token,
@@ -292,8 +334,10 @@ impl Worker {
                 return Phase::Candidate;
             }
             Ok(pb::DequeueResponse {
-                order: Some(order), ..
-            }) => queued_order(order),
+                order: Some(order),
+                execution,
+                ..
+            }) => (queued_order(order), execution),
             Err(interrupted) => return self.give_up(&lease, interrupted, None).await,
         };
         let (order_id, priority) = (order.order_id().to_owned(), order.priority());
@@ -305,68 +349,90 @@ impl Worker {
             "order dequeued"
         );
         self.board.executing(&order_id, priority);
-
-        let execution = sleep(self.timing.execution);
-        if let Err(interrupted) = self.hold_while(&mut lease, stop, execution).await {
-            return self.give_up(&lease, interrupted, Some(&order_id)).await;
-        }
-        // Recording and acknowledging get most of a lease to land in: renewed once more unless
-        // enough of it is still confirmed (a short execution right after the grant).
-        if lease.remaining(Instant::now()) < self.timing.lease_ttl * 2 / 3
-            && let Err(interrupted) = self.renew_now(&mut lease, stop).await
-        {
-            return self.give_up(&lease, interrupted, Some(&order_id)).await;
-        }
-        if !lease.is_valid_at(Instant::now()) {
-            let interrupted = Interrupted::LeaseUnconfirmed;
-            return self.give_up(&lease, interrupted, Some(&order_id)).await;
-        }
-        if let Some(ledger) = &self.ledger {
-            let execution = Execution {
-                order_id: order_id.clone(),
-                executor_id: self.executor_id.clone(),
-                token,
-                priority,
-                customer: order.customer().to_owned(),
-                dequeued_at,
-                executed_at: rfc3339_now(),
-            };
-            if let Err(error) = ledger.record(&execution).await {
-                self.board.failed(&error);
-                return self.give_up(&lease, error.into(), Some(&order_id)).await;
-            }
-        }
-        let answer = self.acknowledge(&lease, &order_id, stop).await;
-        self.record_answer(lease.token(), &order_id, answer.as_ref())
+        self.faults
+            .reach(FaultPoint::Dequeued, &order_id, token)
             .await;
-        match answer {
-            Some(answer) if answer.accepted => {
-                tracing::info!(
-                    order_id,
-                    executor_id = self.executor_id,
-                    token,
-                    priority,
-                    executed_at_ms = answer.executed_at_ms,
-                    "order {order_id} executed by executor {}",
-                    self.executor_id
-                );
-                self.board.executed();
-                metrics::counter!("bookstore_executor_orders_executed_total").increment(1);
+
+        match recorded_before {
+            Some(execution) => tracing::info!(
+                order_id,
+                executor_id = self.executor_id,
+                token,
+                executed_by = execution.executor_id,
+                executed_under = execution.token,
+                "order {order_id} was executed already; acknowledging it only"
+            ),
+            None => {
+                if let Err(interrupted) = self.execute(&mut lease, &order, stop).await {
+                    return self.give_up(&lease, interrupted, Some(&order_id)).await;
+                }
+                self.faults
+                    .reach(FaultPoint::Executed, &order_id, token)
+                    .await;
+                match self.record(&lease, &order_id).await {
+                    Ok(Recording::Recorded(execution)) => {
+                        self.report_executed(&order, &execution, dequeued_at).await;
+                        self.faults
+                            .reach(FaultPoint::Recorded, &order_id, token)
+                            .await;
+                    }
+                    Ok(Recording::RecordedBefore(execution)) => tracing::warn!(
+                        order_id,
+                        executor_id = self.executor_id,
+                        token,
+                        executed_by = execution.executor_id,
+                        executed_under = execution.token,
+                        "order {order_id} was executed already; acknowledging it only"
+                    ),
+                    Ok(Recording::Refused {
+                        current_token,
+                        refusal,
+                    }) => {
+                        let refused = if current_token == token {
+                            Interrupted::RecordRefused(refusal)
+                        } else {
+                            Interrupted::LeaseRefused {
+                                token,
+                                current_token,
+                            }
+                        };
+                        return self.give_up(&lease, refused, Some(&order_id)).await;
+                    }
+                    Err(interrupted) => {
+                        return self.give_up(&lease, interrupted, Some(&order_id)).await;
+                    }
+                }
             }
+        }
+
+        let answer = self.acknowledge(&lease, &order_id, stop).await;
+        self.record_answer(token, &order_id, answer.as_ref()).await;
+        match answer {
+            Some(answer) if answer.accepted => tracing::info!(
+                order_id,
+                executor_id = self.executor_id,
+                token,
+                executed_at_ms = answer.executed_at_ms,
+                "order acknowledged"
+            ),
             Some(answer) => tracing::warn!(
                 order_id,
                 executor_id = self.executor_id,
                 token,
                 refusal = answer.refusal,
-                "acknowledgement refused; the next leader executes the order again"
+                "acknowledgement refused; the next leader acknowledges the recorded execution"
             ),
             None => tracing::warn!(
                 order_id,
                 executor_id = self.executor_id,
                 token,
-                "acknowledgement unconfirmed; the cluster's record says whether it counted"
+                "acknowledgement unconfirmed; the next leader acknowledges the recorded \
+                 execution if it did not count"
             ),
         }
+        self.faults
+            .reach(FaultPoint::Acknowledged, &order_id, token)
+            .await;
         self.resign(token).await;
         Phase::StandingAside
     }
@@ -399,6 +465,141 @@ impl Worker {
         if let Err(error) = ledger.record_acknowledgement(&acknowledgement).await {
             self.board.failed(&error);
             tracing::warn!(executor_id = self.executor_id, order_id, token, %error, "cannot record the acknowledgement's answer");
+        }
+    }
+
+    /// Executes `order` (the work before its record) while holding the lease, and leaves most of
+    /// a lease for recording and acknowledging it: renewed once more unless enough of it is
+    /// still confirmed (a short execution right after the grant).
+    async fn execute(
+        &self,
+        lease: &mut ConfirmedLease,
+        order: &QueuedOrder,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        tracing::debug!(
+            order_id = order.order_id(),
+            executor_id = self.executor_id,
+            "executing"
+        );
+        self.hold_while(lease, stop, sleep(self.timing.execution))
+            .await?;
+        if lease.remaining(Instant::now()) < self.timing.lease_ttl * 2 / 3 {
+            self.renew_now(lease, stop).await?;
+        }
+        if !lease.is_valid_at(Instant::now()) {
+            return Err(Interrupted::LeaseUnconfirmed);
+        }
+        Ok(())
+    }
+
+    /// Records the execution of `order_id` under the lease. The first attempt is made only
+    /// while the lease is confirmed. An attempt in flight is never cut off (by shutdown or by
+    /// the lease's end), and one whose answer is lost is repeated, also after the lease's end,
+    /// until the cluster says whether the execution counts: a repeat under the same token is
+    /// answered as the first attempt was, or refused as stale if that one never committed. After
+    /// [`LEARN_RECORDING_FOR`] leases without an answer it gives up, and the order's record in
+    /// the cluster is all that says.
+    async fn record(
+        &self,
+        lease: &ConfirmedLease,
+        order_id: &str,
+    ) -> Result<Recording, Interrupted> {
+        let token = lease.token();
+        if !lease.is_valid_at(Instant::now()) {
+            return Err(Interrupted::LeaseUnconfirmed);
+        }
+        let give_up_at = Instant::now() + self.timing.lease_ttl * LEARN_RECORDING_FOR;
+        let mut failures = 0;
+        let answer = loop {
+            match self
+                .client
+                .record_execution(&self.holder, token, order_id)
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(error @ ClientError::Unreachable { .. }) if Instant::now() < give_up_at => {
+                    tracing::debug!(executor_id = self.executor_id, order_id, %error, "record failed; asking again");
+                    self.board.failed(&error);
+                }
+                Err(error @ ClientError::Unreachable { .. }) => {
+                    tracing::warn!(
+                        order_id,
+                        executor_id = self.executor_id,
+                        token,
+                        %error,
+                        "cannot learn whether the execution was recorded; the order's record in \
+                         the cluster says"
+                    );
+                    return Err(Interrupted::LeaseUnconfirmed);
+                }
+                Err(other) => return Err(Interrupted::Rejected(other)),
+            }
+            sleep(retry_pause(failures)).await;
+            failures += 1;
+        };
+        Ok(match answer {
+            pb::RecordExecutionResponse {
+                recorded: true,
+                execution: Some(execution),
+                ..
+            } => Recording::Recorded(execution),
+            pb::RecordExecutionResponse {
+                execution: Some(execution),
+                ..
+            } => Recording::RecordedBefore(execution),
+            pb::RecordExecutionResponse {
+                current_token,
+                refusal,
+                ..
+            } => Recording::Refused {
+                current_token,
+                refusal,
+            },
+        })
+    }
+
+    /// Says, once, that this run's execution of `order` counts: the log line, the ledger line,
+    /// the status and the metric. The record is committed already; a ledger that cannot be
+    /// written is reported and changes nothing.
+    async fn report_executed(
+        &self,
+        order: &QueuedOrder,
+        execution: &pb::ExecutionRecord,
+        dequeued_at: String,
+    ) {
+        let order_id = order.order_id();
+        tracing::info!(
+            order_id,
+            executor_id = self.executor_id,
+            incarnation = self.holder.incarnation,
+            token = execution.token,
+            priority = order.priority(),
+            recorded_at_ms = execution.recorded_at_ms,
+            "order {order_id} executed by executor {}",
+            self.executor_id
+        );
+        self.board.executed();
+        metrics::counter!("bookstore_executor_orders_executed_total").increment(1);
+        if let Some(ledger) = &self.ledger {
+            let line = Execution {
+                order_id: order_id.to_owned(),
+                executor_id: self.executor_id.clone(),
+                token: execution.token,
+                priority: order.priority(),
+                customer: order.customer().to_owned(),
+                dequeued_at,
+                executed_at: rfc3339_now(),
+            };
+            if let Err(error) = ledger.record(&line).await {
+                self.board.failed(&error);
+                tracing::error!(
+                    order_id,
+                    executor_id = self.executor_id,
+                    %error,
+                    "the execution is recorded in the cluster but not in the ledger"
+                );
+            }
         }
     }
 
@@ -455,7 +656,7 @@ impl Worker {
                 let asked_at = Instant::now();
                 let answer = self
                     .client
-                    .renew_lease(&self.executor_id, lease.token(), self.timing.lease_ttl)
+                    .renew_lease(&self.holder, lease.token(), self.timing.lease_ttl)
                     .await;
                 (asked_at, answer)
             };
@@ -499,7 +700,7 @@ impl Worker {
         let answer = self
             .call_under_lease(lease, stop, || {
                 self.client
-                    .renew_lease(&self.executor_id, token, self.timing.lease_ttl)
+                    .renew_lease(&self.holder, token, self.timing.lease_ttl)
             })
             .await?;
         if !answer.accepted {
@@ -577,11 +778,7 @@ impl Worker {
                 );
                 return None;
             }
-            match self
-                .client
-                .acknowledge(&self.executor_id, token, order_id)
-                .await
-            {
+            match self.client.acknowledge(&self.holder, token, order_id).await {
                 Ok(answer) => return Some(answer),
                 Err(error @ ClientError::Unreachable { .. }) => {
                     tracing::warn!(
@@ -609,7 +806,7 @@ impl Worker {
     async fn resign(&self, token: u64) {
         let resigned = tokio::time::timeout(
             self.timing.lease_ttl,
-            self.client.resign(&self.executor_id, token),
+            self.client.resign(&self.holder, token),
         )
         .await;
         match resigned {

@@ -155,6 +155,8 @@ impl From<&pb::OrderState> for QueuedOrderView {
         let phase = match state.phase() {
             pb::OrderPhase::Executing => "executing",
             pb::OrderPhase::Executed => "executed",
+            // The queue's listing holds only queued orders; a rejected one is never among them.
+            pb::OrderPhase::Rejected => "rejected",
             pb::OrderPhase::Queued | pb::OrderPhase::Unspecified => "queued",
         };
         Self {

@@ -1,6 +1,6 @@
 //! The orchestrator's configuration and the function that serves it.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, sync::watch};
 use crate::{
     backends::Backends,
     cluster::ClusterMonitor,
-    rejections::RejectionLog,
+    idempotency::{IdempotencySecret, RequestDigester, SECRET_ENV},
     routes::{self, AppState},
 };
 
@@ -51,26 +51,57 @@ pub struct Config {
     /// How long each backend call may take, in milliseconds, before the checkout gives up on it.
     #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 2000)]
     pub backend_timeout_ms: u64,
+    /// How long one checkout may take, in milliseconds, every backend and queue call included
+    /// (at most 25000, short of the 30 s any request may take). A checkout out of time is
+    /// answered `503 checkout_timeout` with its order id and idempotency key. A container's
+    /// stop grace period must be longer (docker-compose.yaml gives 35 s).
+    #[arg(long, env = "CHECKOUT_TIMEOUT_MS", default_value_t = 25_000,
+          value_parser = clap::value_parser!(u64).range(1..=25_000))]
+    pub checkout_timeout_ms: u64,
+    /// File holding the secret the orchestrators share to digest card numbers in the queue's
+    /// record of each checkout (at least 16 bytes; a trailing newline is ignored). Without it,
+    /// env IDEMPOTENCY_SECRET holds the secret itself; without either, card numbers are left out
+    /// of the digest (a retry that changes only the card's hidden digits is then not told
+    /// apart). Make one with: head -c 32 /dev/urandom | base64 > data/idempotency-secret
+    #[arg(long, env = "IDEMPOTENCY_SECRET_FILE")]
+    pub idempotency_secret_file: Option<PathBuf>,
 }
 
 impl Config {
     pub fn backend_timeout(&self) -> Duration {
         Duration::from_millis(self.backend_timeout_ms)
     }
+
+    pub fn checkout_timeout(&self) -> Duration {
+        Duration::from_millis(self.checkout_timeout_ms)
+    }
 }
 
-/// Serves the orchestrator until `shutdown` resolves, then finishes the requests in flight.
+/// Serves the orchestrator until `shutdown` resolves, then stops accepting connections and
+/// finishes the requests in flight (a checkout within its budget) before returning.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let secret = IdempotencySecret::load(
+        config.idempotency_secret_file.as_deref(),
+        std::env::var_os(SECRET_ENV),
+    )?;
+    if secret.is_none() {
+        tracing::warn!(
+            "no idempotency secret (--idempotency-secret-file or {SECRET_ENV}): card numbers are \
+             left out of the request digests, so a retry that changes only a card's hidden \
+             digits is not told apart"
+        );
+    }
     let state = AppState {
         backends: Backends::connect_lazy(&config).context("invalid backend address")?,
         queue: QueueClient::new(config.queue_nodes.addrs.clone())
             .context("invalid queue address")?,
-        rejections: RejectionLog::default(),
         cluster: ClusterMonitor::new(config.queue_nodes.addrs.clone())
             .context("invalid queue address")?,
+        digester: RequestDigester::new(secret),
+        checkout_timeout: config.checkout_timeout(),
     };
     // Dropping `stop_sampling` (on shutdown, or when serving fails) ends the sampler.
     let (stop_sampling, sampling_stopped) = watch::channel(());

@@ -1,11 +1,12 @@
 //! The body of `GET /orders/{orderId}`: where an order is in its life, from the queue cluster's
-//! replicated record (or the orchestrator's memory of rejections), and the conversions into it.
+//! replicated record (rejected orders included: a rejection is a terminal record there), and the
+//! conversion into it.
 
 use bookstore_proto::{self as pb, OrderPhase};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::checkout::RejectionReason;
+use crate::{checkout::RejectionReason, decisions::reason_of};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -23,7 +24,7 @@ pub struct OrderView {
     pub status: OrderProgress,
     /// The sum of the quantities; more books are executed first. None for a rejected order.
     pub priority: Option<u32>,
-    /// The executor executing or having executed the order.
+    /// The executor executing the order, or whose execution of it counts.
     pub executor: Option<String>,
     /// The executor's fencing token when it took the order.
     pub lease_token: Option<u64>,
@@ -41,20 +42,6 @@ pub struct OrderLine {
 }
 
 impl OrderView {
-    pub fn rejected(order_id: String, reasons: Vec<RejectionReason>) -> Self {
-        Self {
-            order_id,
-            status: OrderProgress::Rejected,
-            priority: None,
-            executor: None,
-            lease_token: None,
-            enqueued_at: None,
-            executed_at: None,
-            items: Vec::new(),
-            reasons,
-        }
-    }
-
     /// The view of an order the queue knows, or None when the cluster's answer has no phase
     /// (a newer cluster than this orchestrator).
     pub fn from_queue(state: pb::OrderState) -> Option<Self> {
@@ -62,10 +49,24 @@ impl OrderView {
             OrderPhase::Queued => OrderProgress::Queued,
             OrderPhase::Executing => OrderProgress::Executing,
             OrderPhase::Executed => OrderProgress::Executed,
+            OrderPhase::Rejected => OrderProgress::Rejected,
             OrderPhase::Unspecified => return None,
         };
-        let assigned = status != OrderProgress::Queued;
         let order = state.order.unwrap_or_default();
+        if status == OrderProgress::Rejected {
+            return Some(Self {
+                order_id: order.order_id,
+                status,
+                priority: None,
+                executor: None,
+                lease_token: None,
+                enqueued_at: None,
+                executed_at: None,
+                items: Vec::new(),
+                reasons: state.reasons.iter().map(reason_of).collect(),
+            });
+        }
+        let assigned = status != OrderProgress::Queued;
         Some(Self {
             order_id: order.order_id,
             status,
@@ -121,6 +122,7 @@ mod tests {
             token: 5,
             since_ms: 1_700_000_000_500,
             executed_at_ms: 1_700_000_001_000,
+            ..Default::default()
         }
     }
 
@@ -169,8 +171,28 @@ mod tests {
     }
 
     #[test]
-    fn statuses_serialise_in_lower_case() {
-        let view = OrderView::rejected("o".into(), vec![]);
+    fn a_rejected_order_shows_its_reasons_and_nothing_queued() {
+        let rejected = pb::OrderState {
+            reasons: vec![pb::RejectionReason {
+                service: "fraud-detection".into(),
+                code: "card_velocity".into(),
+                field: "creditCard.number".into(),
+                message: "too many orders".into(),
+            }],
+            ..state(OrderPhase::Rejected)
+        };
+        let view = OrderView::from_queue(rejected).expect("known phase");
+        assert_eq!(view.status, OrderProgress::Rejected);
+        assert_eq!(view.reasons[0].code, "card_velocity");
+        assert_eq!(
+            (
+                view.priority,
+                view.executor.as_deref(),
+                view.enqueued_at.as_deref()
+            ),
+            (None, None, None)
+        );
+        assert!(view.items.is_empty());
         let json = serde_json::to_value(view).expect("serialise");
         assert_eq!(json["status"], "rejected");
         assert_eq!(json["executedAt"], serde_json::Value::Null);

@@ -3,6 +3,11 @@
 //! Every route runs under a request timeout, permissive CORS (the page may be served from
 //! elsewhere), request tracing and request metrics (served at `GET /metrics`). Bodies are read
 //! as bytes whatever their content type, since real pages post JSON as `text/plain`.
+//!
+//! A checkout runs under a budget of its own ([`AppState::checkout_timeout`], at most
+//! [`MAX_CHECKOUT_TIMEOUT`]), shorter than the layer's [`REQUEST_TIMEOUT`], so that a checkout
+//! out of time is answered by the handler, with its order id and what to do, never cut off by
+//! the layer with an empty answer.
 
 use std::time::{Duration, Instant};
 
@@ -13,46 +18,53 @@ use axum::{
         DefaultBodyLimit, Path, State,
         rejection::{BytesRejection, PathRejection},
     },
-    http::{HeaderMap, Method, StatusCode, Uri, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
-use queue_raft::client::QueueClient;
+use queue_raft::RequestDigest;
+use queue_raft::client::{ClientError, QueueClient};
 use serde::{Deserialize, Serialize};
 use tower_http::{cors::CorsLayer, timeout::TimeoutLayer, trace::TraceLayer};
 use tracing::Instrument;
 use uuid::Uuid;
 
+pub use crate::idempotency::{IDEMPOTENCY_KEY, order_id_from_key};
 use crate::{
     backends::Backends,
-    checkout::{CatalogueBook, CheckoutRequest, CheckoutResponse, OrderDecision},
+    checkout::{CatalogueBook, CheckoutRequest, CheckoutResponse},
     cluster::{ClusterMonitor, ClusterView},
-    error::ApiError,
+    decisions,
+    error::{ApiError, UnresolvedCause},
+    idempotency::{CheckoutKey, RequestDigester},
     orders::OrderView,
-    rejections::RejectionLog,
 };
 
 /// The largest checkout body accepted; a real order is a few KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Longer than any backend deadline, so that a handler always answers before the layer does.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest any request may take before the layer answers `408` on its own: longer than a
+/// checkout's budget, so that it only ever cuts other routes (whose backend and queue calls have
+/// shorter deadlines of their own).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The header that makes a retried checkout land on the same order id.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The longest checkout budget allowed: a few seconds short of [`REQUEST_TIMEOUT`].
+pub const MAX_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(25);
 
-/// The longest idempotency key accepted.
-const IDEMPOTENCY_KEY_MAX_LEN: usize = 200;
-
-/// Order ids derived from idempotency keys are version-5 UUIDs in this namespace.
-const ORDER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_8f0e_2b4a_4c3e_9a7f_6e21_b0d4_3c88);
+/// The header that marks an answer told from the queue's record of an earlier attempt.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// What every handler shares; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub backends: Backends,
     pub queue: QueueClient,
-    pub rejections: RejectionLog,
     pub cluster: ClusterMonitor,
+    /// Digests checkout requests for the queue's record of each decision.
+    pub digester: RequestDigester,
+    /// How long one checkout may take, all retries included (at most
+    /// [`MAX_CHECKOUT_TIMEOUT`]).
+    pub checkout_timeout: Duration,
 }
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -155,13 +167,21 @@ async fn books_list(State(state): State<AppState>) -> Result<Json<BookList>, Api
     }))
 }
 
-/// Decides on the order and, when approved, answers only once the queue has committed it.
+/// A checkout's answer, and whether it was told from the record of an earlier attempt.
+struct Placed {
+    answer: CheckoutResponse,
+    replayed: bool,
+}
+
+/// Decides on the order once per idempotency key and answers only once the queue has committed
+/// the decision; a retry is answered from the queue's record (see [`checkout`]). Within the
+/// checkout's budget, or else with the order id and what to do.
 async fn checkout_create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<CheckoutResponse>, ApiError> {
-    let order_id = order_id_for(&headers)?;
+) -> Result<Response, ApiError> {
+    let key = CheckoutKey::from_headers(&headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge { limit: BODY_LIMIT }
@@ -170,71 +190,127 @@ async fn checkout_create(
         }
     })?;
     let request = CheckoutRequest::from_json(&body)?;
-    let span = tracing::info_span!("checkout", order_id = %order_id);
-    async move {
-        tracing::info!(items = request.items.len(), "checkout received");
-        let queued_order = request.queued_order(&order_id);
-        let order = request.into_order(order_id.clone());
-        let answer = state
-            .backends
-            .assess(order)
-            .await
-            .decide(order_id.clone())?;
-        match answer.status {
-            OrderDecision::Approved => {
-                let started = Instant::now();
-                let committed = state.queue.enqueue(queued_order).await;
-                metrics::histogram!(
-                    "bookstore_queue_enqueue_duration_seconds",
-                    "outcome" => if committed.is_ok() { "committed" } else { "failed" },
-                )
-                .record(started.elapsed().as_secs_f64());
-                let committed = committed.map_err(|error| {
-                    ApiError::QueueUnavailable(format!(
-                        "order {order_id} was approved but the order queue did not confirm it \
-                         ({error}); retry with the same Idempotency-Key to place it exactly once"
-                    ))
-                })?;
-                tracing::info!(
-                    term = committed.term,
-                    index = committed.index,
-                    newly_enqueued = committed.newly_enqueued,
-                    "enqueue committed"
-                );
-            }
-            OrderDecision::Rejected => state.rejections.record(&order_id, &answer.reasons),
+    let digest = state.digester.digest(&body)?;
+    let span = tracing::info_span!("checkout", order_id = %key.order_id());
+    let budget = state.checkout_timeout;
+    let placed = tokio::time::timeout(budget, checkout(&state, &key, request, digest))
+        .instrument(span.clone())
+        .await;
+    let Placed { answer, replayed } = match placed {
+        Ok(placed) => placed?,
+        Err(_) => {
+            span.in_scope(|| {
+                tracing::warn!(budget_ms = budget.as_millis(), "checkout out of time")
+            });
+            return Err(ApiError::unresolved(
+                UnresolvedCause::OutOfTime(budget),
+                &key,
+            ));
         }
-        Ok(answer)
-    }
-    .instrument(span)
-    .await
-    .map(Json)
-}
-
-/// A fresh order id, or with an `Idempotency-Key` the one id that key always gives.
-fn order_id_for(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(key) = headers.get(IDEMPOTENCY_KEY) else {
-        return Ok(Uuid::new_v4().to_string());
     };
-    let key = key
-        .to_str()
-        .ok()
-        .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX_LEN)
-        .ok_or_else(|| {
-            ApiError::InvalidHeader(format!(
-                "{IDEMPOTENCY_KEY} must be 1 to {IDEMPOTENCY_KEY_MAX_LEN} visible ASCII characters"
-            ))
+    let mut response = Json(answer).into_response();
+    let headers = response.headers_mut();
+    // A key that was sent is a valid header value, and one made is a UUID.
+    if let Ok(value) = HeaderValue::from_str(key.key()) {
+        headers.insert(HeaderName::from_static(IDEMPOTENCY_KEY), value);
+    }
+    if replayed {
+        headers.insert(
+            HeaderName::from_static(IDEMPOTENT_REPLAYED),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// The story of one checkout. With a key the client sent, the queue's record of the key's order
+/// is read first: a decided order is answered from its record (or refused if the record was
+/// made for another body), and the backends are not asked again. Otherwise the backends decide,
+/// and the decision is committed to the queue, approved (queued) or rejected alike. The first
+/// decision committed for the order id is final: if a concurrent attempt with the same key
+/// committed first, this one answers with what that one decided.
+async fn checkout(
+    state: &AppState,
+    key: &CheckoutKey,
+    request: CheckoutRequest,
+    digest: RequestDigest,
+) -> Result<Placed, ApiError> {
+    let order_id = key.order_id();
+    tracing::info!(
+        items = request.items.len(),
+        key_sent = key.sent(),
+        "checkout received"
+    );
+    if key.sent() {
+        let recorded = state.queue.get_order(&order_id).await.map_err(|error| {
+            ApiError::unresolved(
+                UnresolvedCause::Queue(format!(
+                    "the order queue cannot say whether this Idempotency-Key was used before \
+                     ({error})"
+                )),
+                key,
+            )
         })?;
-    Ok(order_id_from_key(key))
+        if let Some(record) = recorded {
+            let answer = decisions::answer_from_record(&order_id, &record, &digest)?;
+            tracing::info!(status = ?answer.status, "answered from the queue's record");
+            return Ok(Placed {
+                answer,
+                replayed: true,
+            });
+        }
+    }
+    let queued_order = request.queued_order(&order_id);
+    let order = request.into_order(order_id.clone());
+    let decided = state
+        .backends
+        .assess(order)
+        .await
+        .decide(order_id.clone())?;
+    let started = Instant::now();
+    let committed = state
+        .queue
+        .decide(decisions::decision(queued_order, &decided, &digest))
+        .await;
+    metrics::histogram!(
+        "bookstore_queue_enqueue_duration_seconds",
+        "outcome" => if committed.is_ok() { "committed" } else { "failed" },
+    )
+    .record(started.elapsed().as_secs_f64());
+    let committed = committed.map_err(|error| match error {
+        ClientError::InvalidArgument(reason) => ApiError::Internal(format!(
+            "the order queue refused the decision on order {order_id}: {reason}"
+        )),
+        other => ApiError::unresolved(
+            UnresolvedCause::Queue(format!(
+                "it was decided, but the order queue did not confirm the decision ({other})"
+            )),
+            key,
+        ),
+    })?;
+    tracing::info!(
+        term = committed.term,
+        index = committed.index,
+        newly_decided = committed.newly_decided,
+        "decision committed"
+    );
+    let record = committed.state.ok_or_else(|| {
+        ApiError::Internal(format!(
+            "the order queue committed the decision on order {order_id} but showed no record"
+        ))
+    })?;
+    let mut answer = decisions::answer_from_record(&order_id, &record, &digest)?;
+    if committed.newly_decided {
+        answer.warnings = decided.warnings;
+    }
+    Ok(Placed {
+        answer,
+        replayed: !committed.newly_decided,
+    })
 }
 
-/// The order id an `Idempotency-Key` always gives: clients (the chaos run's) know an order's id
-/// before they post it, so they can follow an order whose answer was lost.
-pub fn order_id_from_key(key: &str) -> String {
-    Uuid::new_v5(&ORDER_ID_NAMESPACE, key.as_bytes()).to_string()
-}
-
-/// Where an order is: rejected (remembered here), or as the queue cluster has it.
+/// Where an order is, as the queue cluster's record has it (a linearizable read at its leader),
+/// so that every orchestrator answers alike.
 async fn order_show(
     State(state): State<AppState>,
     order_id: Result<Path<String>, PathRejection>,
@@ -247,9 +323,6 @@ async fn order_show(
         return Err(ApiError::OrderNotFound(format!(
             "{order_id:?} is not an order id (a UUID)"
         )));
-    }
-    if let Some(reasons) = state.rejections.reasons(&order_id) {
-        return Ok(Json(OrderView::rejected(order_id, reasons)));
     }
     let found = state.queue.get_order(&order_id).await.map_err(|error| {
         ApiError::QueueUnavailable(format!(
@@ -294,8 +367,9 @@ mod tests {
         app(AppState {
             backends: Backends::connect_lazy(&config).expect("valid addresses"),
             queue: QueueClient::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
-            rejections: RejectionLog::default(),
             cluster: ClusterMonitor::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
+            digester: RequestDigester::new(None),
+            checkout_timeout: MAX_CHECKOUT_TIMEOUT,
         })
     }
 
@@ -435,24 +509,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_idempotency_key_always_gives_the_same_order_id() {
-        let mut headers = HeaderMap::new();
-        headers.insert(IDEMPOTENCY_KEY, "attempt-1".parse().expect("header"));
-        let first = order_id_for(&headers).expect("valid key");
-        assert_eq!(order_id_for(&headers).expect("valid key"), first);
-        Uuid::parse_str(&first).expect("a UUID");
-        headers.insert(IDEMPOTENCY_KEY, "attempt-2".parse().expect("header"));
-        assert_ne!(order_id_for(&headers).expect("valid key"), first);
-        assert_ne!(
-            order_id_for(&HeaderMap::new()).expect("no key"),
-            order_id_for(&HeaderMap::new()).expect("no key")
-        );
-    }
-
-    #[tokio::test]
     async fn an_overlong_idempotency_key_is_a_400() {
         let request = Request::post("/checkout")
-            .header(IDEMPOTENCY_KEY, "k".repeat(IDEMPOTENCY_KEY_MAX_LEN + 1))
+            .header(
+                IDEMPOTENCY_KEY,
+                "k".repeat(crate::idempotency::IDEMPOTENCY_KEY_MAX_LEN + 1),
+            )
             .body(Body::from("{}"))
             .expect("request");
         let (status, error) = error_of(request).await;

@@ -7,6 +7,8 @@
   var APP_VERSION = "1.0.0";
   var MAX_QUANTITY = 100;
   var CHECKOUT_TIMEOUT_MS = 30000;     // give up on a hanging POST /checkout (it can be retried)
+  var AUTO_RETRIES = 6;                // an ambiguous answer is retried this often by itself…
+  var RETRY_PAUSE_MAX_MS = 8000;       // …after Retry-After (or a doubling pause) up to this
   var POLL_INTERVAL_MS = 1000;         // GET /orders/{id} once a second…
   var POLL_TIMEOUT_MS = 5000;          // …each request bounded…
   var POLL_MAX_MS = 10 * 60 * 1000;    // …for at most 10 minutes
@@ -18,7 +20,7 @@
     cart: [],             // [{ bookId, title, author, quantity }] in insertion order
     badges: {},           // bookId -> element showing "n in cart" in the catalogue
     submitting: false,
-    attempt: null,        // { payload, key } of the last order attempt that may be retried
+    attempt: null,        // { payload, key, retries } of the last order attempt that may be retried
     tracker: null,        // the running order tracker (see trackOrder)
     trackedOrderId: null  // the order the tracker shows
   };
@@ -435,10 +437,33 @@
     });
   }
 
-  // A failed POST worth retrying with the same key: no answer at all, or the store (or a
-  // proxy in front of it) said it is temporarily unavailable.
+  // A failed POST worth retrying with the same key: no answer at all, a timeout, or the store
+  // (or a proxy in front of it) said it is temporarily unavailable. The order may or may not be
+  // placed; the same key makes a retry safe either way.
   function isRetryableStatus(status) {
-    return status === 503 || status === 502 || status === 504;
+    return status === 408 || status === 429 || status === 502 || status === 503 || status === 504;
+  }
+
+  // How long to wait before the next automatic retry: the answer's Retry-After (in seconds),
+  // else a pause doubling with each retry; never longer than RETRY_PAUSE_MAX_MS.
+  function retryPauseMs(response, retries) {
+    var header = response && response.headers ? response.headers.get("Retry-After") : null;
+    var seconds = header !== null && /^\d+$/.test(header) ? parseInt(header, 10) : NaN;
+    var ms = isFinite(seconds) ? seconds * 1000 : 500 * Math.pow(2, retries);
+    return Math.min(Math.max(ms, 250), RETRY_PAUSE_MAX_MS);
+  }
+
+  // Sends the attempt again by itself after a pause, unless it was retried often enough;
+  // returns whether a retry is on its way. The page says so meanwhile.
+  function retryLater(attempt, response, message) {
+    if (attempt.retries >= AUTO_RETRIES || state.attempt !== attempt) return false;
+    attempt.retries += 1;
+    var pause = retryPauseMs(response, attempt.retries);
+    showError(message + " Trying again with the same idempotency key in " +
+      Math.ceil(pause / 1000) + " s (" + attempt.retries + " of " + AUTO_RETRIES + ")…", false);
+    // The buttons stay busy until this retry is answered, so nothing else is sent meanwhile.
+    setTimeout(function () { send(attempt); }, pause);
+    return true;
   }
 
   // ------------------------------------------------------------- send order
@@ -451,13 +476,14 @@
     syncQuantitiesFromInputs();
 
     // A new order attempt: a new body and a new idempotency key.
-    state.attempt = { payload: JSON.stringify(buildRequest()), key: newIdempotencyKey() };
+    state.attempt = { payload: JSON.stringify(buildRequest()), key: newIdempotencyKey(), retries: 0 };
     sendAttempt(state.attempt);
   }
 
   function onRetry() {
     if (state.submitting || !state.attempt) return;
     // The very same body and key: the store answers with the same order, never a second one.
+    state.attempt.retries = 0;
     sendAttempt(state.attempt);
   }
 
@@ -466,7 +492,13 @@
     hideError();
     $("result").hidden = true;
     setSubmitting(true);
+    send(attempt);
+  }
 
+  // One POST of the attempt. An answer that leaves the order's fate open (no answer, a timeout,
+  // a 503) is retried by itself with the same key a few times; the buttons stay busy meanwhile.
+  function send(attempt) {
+    var finished = true;
     fetchWithTimeout("/checkout", {
       method: "POST",
       headers: {
@@ -479,7 +511,13 @@
       .then(function (response) {
         return readJson(response).then(function (body) {
           if (!response.ok) {
-            showError(errorMessage(response, body), isRetryableStatus(response.status));
+            var retryable = isRetryableStatus(response.status);
+            var message = errorMessage(response, body);
+            if (retryable && retryLater(attempt, response, message)) {
+              finished = false;
+              return;
+            }
+            showError(message, retryable);
             return;
           }
           if (!body || typeof body.status !== "string") {
@@ -487,10 +525,16 @@
             return;
           }
           if (state.attempt === attempt) state.attempt = null;
+          hideError();
           showResult(body);
         });
       }, function (err) {
-        showError("Could not reach the store: " + messageOf(err), true);
+        var message = "Could not reach the store: " + messageOf(err) + ".";
+        if (retryLater(attempt, null, message)) {
+          finished = false;
+          return;
+        }
+        showError(message, true);
       })
       .catch(function (err) {
         // E.g. the connection dropped while the answer was read: retryable unless the
@@ -498,7 +542,7 @@
         showError("Something went wrong: " + messageOf(err), state.attempt === attempt);
       })
       .then(function () {
-        setSubmitting(false);
+        if (finished) setSubmitting(false);
       });
   }
 

@@ -13,8 +13,8 @@ use orchestrator::backends::Backends;
 use orchestrator::checkout::{SampleOrder, sample_request};
 use orchestrator::cluster::ClusterMonitor;
 use orchestrator::error::ErrorBody;
-use orchestrator::rejections::RejectionLog;
-use orchestrator::routes::{AppState, app};
+use orchestrator::idempotency::RequestDigester;
+use orchestrator::routes::{AppState, MAX_CHECKOUT_TIMEOUT, app};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use queue_raft::QueueClient;
@@ -32,8 +32,9 @@ fn app_without_backends() -> Router {
     app(AppState {
         backends: Backends::connect_lazy(&config).expect("valid addresses"),
         queue: QueueClient::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
-        rejections: RejectionLog::default(),
         cluster: ClusterMonitor::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
+        digester: RequestDigester::new(None),
+        checkout_timeout: MAX_CHECKOUT_TIMEOUT,
     })
 }
 

@@ -65,9 +65,10 @@ async fn the_orchestrator_and_the_backends_count_checkouts_and_decisions() {
         ));
         assert!(calls >= Some(1.0), "{backend}:\n{text}");
     }
+    // Both decisions are committed to the queue, the rejection as a record of its own.
     assert_eq!(
         value(r#"bookstore_queue_enqueue_duration_seconds_count{outcome="committed"}"#),
-        Some(1.0),
+        Some(2.0),
         "{text}"
     );
 

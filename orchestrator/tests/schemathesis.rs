@@ -6,6 +6,10 @@
 //! accepted, unsupported methods answered with 405, ...). The run is seeded, so a failure
 //! reproduces; its output is the failure message.
 //!
+//! Schema-valid checkouts are sent with an idempotency key of their own
+//! (`schemathesis_hooks.py`): the schema cannot say that a key reused with another body is
+//! refused (`422 idempotency_key_reused`), which generated requests would otherwise do by chance.
+//!
 //! The executable comes from the `SCHEMATHESIS` environment variable, which `scripts/test` sets
 //! after installing schemathesis into a virtual environment under `target/`. Without it the
 //! test fails when `CI=true`; elsewhere it prints how to install schemathesis and passes
@@ -64,6 +68,10 @@ async fn every_answer_of_the_orchestrator_matches_its_openapi_file() {
         .args(["--request-timeout", "10"])
         .args(["--generation-database", "none"])
         .args(["--no-color", "--output-truncate", "false"])
+        .env(
+            "SCHEMATHESIS_HOOKS",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis_hooks.py"),
+        )
         // Nothing of the run (reports, caches) is left in the source tree.
         .current_dir(scratch.path())
         .stdin(Stdio::null())

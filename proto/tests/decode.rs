@@ -122,6 +122,16 @@ fn decode_as_every_message(bytes: &[u8]) -> Result<usize, TestCaseError> {
         EnqueueBatchRequest,
         EnqueueBatchResponse,
         EnqueueResult,
+        RequestDigest,
+        SuggestedBook,
+        RejectionReason,
+        Decision,
+        Approval,
+        Rejection,
+        DecideRequest,
+        DecideResponse,
+        DecideResult,
+        Decided,
         CampaignRequest,
         CampaignResponse,
         RenewLeaseRequest,
@@ -129,11 +139,15 @@ fn decode_as_every_message(bytes: &[u8]) -> Result<usize, TestCaseError> {
         LeaseResponse,
         DequeueRequest,
         DequeueResponse,
+        ExecutionRecord,
+        RecordExecutionRequest,
+        RecordExecutionResponse,
         AcknowledgeRequest,
         AcknowledgeResponse,
         GetOrderRequest,
         GetOrderResponse,
         OrderState,
+        CheckoutRecord,
         ListQueueRequest,
         ListQueueResponse,
         ClusterStatusRequest,
@@ -166,7 +180,7 @@ proptest! {
 /// real order decodes or fails cleanly as each of them.
 #[test]
 fn well_formed_records_decode_as_messages() {
-    assert_eq!(decode_as_every_message(&[]).expect("checks hold"), 50);
+    assert_eq!(decode_as_every_message(&[]).expect("checks hold"), 64);
     let order = Order {
         user: Some(User {
             name: "Ada".into(),

@@ -9,15 +9,17 @@
 //! a short delay, and a cluster without a leader is [`ClientError::Unreachable`] within the
 //! deadline, never a hang.
 //!
-//! Retrying writes is safe: enqueue is idempotent by order id; a campaign retried by the lease
-//! holder extends its own lease; a retried dequeue returns the order already executing under the
-//! lease; a retried acknowledgement or resignation with the same token is answered the same way
-//! or refused as stale, never applied twice.
+//! Retrying writes is safe: enqueue is idempotent by order id, and a decision is recorded once
+//! per order id (a retry is answered with the record); a retried dequeue returns the order
+//! already executing under the lease; a retried execution record, acknowledgement or
+//! resignation with the same token is answered the same way or refused as stale, never applied
+//! twice. A campaign whose answer was lost is not granted again: the caller finds the lease held
+//! (by itself) and waits for it to expire.
 //!
-//! Enqueues from concurrent callers share calls: while earlier `EnqueueBatch` calls are in flight,
-//! new enqueues wait and then leave together in one call (see [`crate::batching`]), so that a busy
-//! orchestrator sends a few large calls rather than many small ones. Each caller still gets its
-//! own answer, and a lone caller's enqueue leaves at once.
+//! Enqueues and decisions from concurrent callers share calls: while earlier `EnqueueBatch` (or
+//! `Decide`) calls are in flight, new ones wait and then leave together in one call (see
+//! [`crate::batching`]), so that a busy orchestrator sends a few large calls rather than many
+//! small ones. Each caller still gets its own answer, and a lone caller's write leaves at once.
 //!
 //! Every constructor and call needs a Tokio runtime: the channels run their connections on it,
 //! and the enqueue batching runs as a task on it.
@@ -37,15 +39,17 @@ use tonic::{Code, Status};
 use crate::auth::ClusterSecret;
 use crate::batching;
 use crate::service::{LEADER_ADDR_METADATA_KEY, MAX_ORDERS_PER_BATCH};
+use crate::state_machine::Holder;
 
 /// The largest answer the client accepts (a long `ListQueue`).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
-/// `EnqueueBatch` calls one client may have in flight; enqueues beyond wait for the next call.
+/// `EnqueueBatch` (or `Decide`) calls one client may have in flight; writes beyond wait for the
+/// next call.
 const MAX_ENQUEUE_CALLS_IN_FLIGHT: usize = 2;
-/// The most orders one `EnqueueBatch` call carries.
+/// The most orders (or decisions) one call carries.
 const MAX_ORDERS_PER_CALL: usize = 256;
 const _: () = assert!(MAX_ORDERS_PER_CALL <= MAX_ORDERS_PER_BATCH);
-/// Enqueues waiting for a call; a caller beyond this waits to hand its order over.
+/// Writes waiting for a call; a caller beyond this waits to hand its write over.
 const WAITING_ENQUEUES: usize = 4 * MAX_ORDERS_PER_CALL;
 
 /// The `--queue-nodes` flag (env `QUEUE_NODES`) of every program that talks to the queue.
@@ -144,19 +148,21 @@ struct Shared {
 const NO_LEADER: usize = usize::MAX;
 
 /// The leader-following client. Cheap to clone; clones share channels, the known leader and the
-/// batching of enqueues.
+/// batching of enqueues and decisions.
 #[derive(Debug, Clone)]
 pub struct QueueClient {
     shared: Arc<Shared>,
     /// To the task that sends enqueues in batches; it ends when the last clone is dropped.
-    enqueues: mpsc::Sender<PendingEnqueue>,
+    enqueues: mpsc::Sender<Pending<pb::QueuedOrder, pb::EnqueueResponse>>,
+    /// To the task that sends decisions in batches; it ends when the last clone is dropped.
+    decisions: mpsc::Sender<Pending<pb::Decision, pb::Decided>>,
 }
 
-/// An enqueue waiting for its batch, and where its answer goes.
+/// A write waiting for its batch, and where its answer goes.
 #[derive(Debug)]
-struct PendingEnqueue {
-    order: pb::QueuedOrder,
-    reply: oneshot::Sender<Result<pb::EnqueueResponse, ClientError>>,
+struct Pending<M, A> {
+    message: M,
+    reply: oneshot::Sender<Result<A, ClientError>>,
 }
 
 /// How one attempt at one node ended.
@@ -242,7 +248,19 @@ impl QueueClient {
             MAX_ORDERS_PER_CALL,
             move |batch| send_enqueues(Arc::clone(&batcher), batch),
         ));
-        Ok(Self { shared, enqueues })
+        let (decisions, waiting) = mpsc::channel(WAITING_ENQUEUES);
+        let batcher = Arc::clone(&shared);
+        tokio::spawn(batching::run(
+            waiting,
+            MAX_ENQUEUE_CALLS_IN_FLIGHT,
+            MAX_ORDERS_PER_CALL,
+            move |batch| send_decisions(Arc::clone(&batcher), batch),
+        ));
+        Ok(Self {
+            shared,
+            enqueues,
+            decisions,
+        })
     }
 
     /// The node addresses, as `host:port`, in the order given.
@@ -264,21 +282,40 @@ impl QueueClient {
     ) -> Result<pb::EnqueueResponse, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.enqueues
-            .send(PendingEnqueue { order, reply })
+            .send(Pending {
+                message: order,
+                reply,
+            })
             .await
             .map_err(|_| ClientError::ShuttingDown)?;
         answer.await.map_err(|_| ClientError::ShuttingDown)?
     }
 
-    /// Asks for the executor lease for `ttl` (whole milliseconds).
+    /// Records a checkout decision unless its order id is known already; answered, once a
+    /// majority made it durable, with the order's record (what was decided first). Sent in one
+    /// call with the decisions of other callers waiting at the same time.
+    pub async fn decide(&self, decision: pb::Decision) -> Result<pb::Decided, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.decisions
+            .send(Pending {
+                message: decision,
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::ShuttingDown)?;
+        answer.await.map_err(|_| ClientError::ShuttingDown)?
+    }
+
+    /// Asks for the executor lease for `ttl` (whole milliseconds), for `holder`.
     pub async fn campaign(
         &self,
-        executor_id: &str,
+        holder: &Holder,
         ttl: Duration,
     ) -> Result<pb::CampaignResponse, ClientError> {
         let request = pb::CampaignRequest {
-            executor_id: executor_id.to_owned(),
+            executor_id: holder.executor_id.clone(),
             ttl_ms: duration_ms(ttl),
+            incarnation: holder.incarnation,
         };
         self.shared
             .call(|mut client| {
@@ -291,14 +328,15 @@ impl QueueClient {
     /// Extends the lease held with `token` to `ttl` from now.
     pub async fn renew_lease(
         &self,
-        executor_id: &str,
+        holder: &Holder,
         token: u64,
         ttl: Duration,
     ) -> Result<pb::LeaseResponse, ClientError> {
         let request = pb::RenewLeaseRequest {
-            executor_id: executor_id.to_owned(),
+            executor_id: holder.executor_id.clone(),
             token,
             ttl_ms: duration_ms(ttl),
+            incarnation: holder.incarnation,
         };
         self.shared
             .call(|mut client| {
@@ -311,12 +349,13 @@ impl QueueClient {
     /// Gives the lease up; an order executing under it goes back to the queue.
     pub async fn resign(
         &self,
-        executor_id: &str,
+        holder: &Holder,
         token: u64,
     ) -> Result<pb::LeaseResponse, ClientError> {
         let request = pb::ResignRequest {
-            executor_id: executor_id.to_owned(),
+            executor_id: holder.executor_id.clone(),
             token,
+            incarnation: holder.incarnation,
         };
         self.shared
             .call(|mut client| {
@@ -329,12 +368,13 @@ impl QueueClient {
     /// Takes the highest-priority order under the lease (the same one again on retry).
     pub async fn dequeue(
         &self,
-        executor_id: &str,
+        holder: &Holder,
         token: u64,
     ) -> Result<pb::DequeueResponse, ClientError> {
         let request = pb::DequeueRequest {
-            executor_id: executor_id.to_owned(),
+            executor_id: holder.executor_id.clone(),
             token,
+            incarnation: holder.incarnation,
         };
         self.shared
             .call(|mut client| {
@@ -344,17 +384,39 @@ impl QueueClient {
             .await
     }
 
-    /// Records the order executing under the lease as executed.
+    /// Records that the order executing under the lease was executed, once per order.
+    pub async fn record_execution(
+        &self,
+        holder: &Holder,
+        token: u64,
+        order_id: &str,
+    ) -> Result<pb::RecordExecutionResponse, ClientError> {
+        let request = pb::RecordExecutionRequest {
+            executor_id: holder.executor_id.clone(),
+            incarnation: holder.incarnation,
+            token,
+            order_id: order_id.to_owned(),
+        };
+        self.shared
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.record_execution(request).await }
+            })
+            .await
+    }
+
+    /// Records the order executing under the lease, its execution recorded, as executed.
     pub async fn acknowledge(
         &self,
-        executor_id: &str,
+        holder: &Holder,
         token: u64,
         order_id: &str,
     ) -> Result<pb::AcknowledgeResponse, ClientError> {
         let request = pb::AcknowledgeRequest {
-            executor_id: executor_id.to_owned(),
+            executor_id: holder.executor_id.clone(),
             token,
             order_id: order_id.to_owned(),
+            incarnation: holder.incarnation,
         };
         self.shared
             .call(|mut client| {
@@ -502,10 +564,13 @@ fn with_secret<T>(message: T, secret: &ClusterSecret) -> tonic::Request<T> {
 }
 
 /// Sends `batch` in one `EnqueueBatch` call and answers each enqueue.
-async fn send_enqueues(shared: Arc<Shared>, batch: Vec<PendingEnqueue>) {
+async fn send_enqueues(
+    shared: Arc<Shared>,
+    batch: Vec<Pending<pb::QueuedOrder, pb::EnqueueResponse>>,
+) {
     let (orders, replies): (Vec<pb::QueuedOrder>, Vec<_>) = batch
         .into_iter()
-        .map(|pending| (pending.order, pending.reply))
+        .map(|pending| (pending.message, pending.reply))
         .unzip();
     let request = pb::EnqueueBatchRequest { orders };
     let answers = match shared
@@ -515,37 +580,84 @@ async fn send_enqueues(shared: Arc<Shared>, batch: Vec<PendingEnqueue>) {
         })
         .await
     {
-        Ok(response) => answers_of(response, replies.len()),
+        Ok(response) => answers_of(
+            response
+                .results
+                .into_iter()
+                .map(|result| match result.outcome {
+                    Some(pb::enqueue_result::Outcome::Enqueued(answer)) => Some(Ok(answer)),
+                    Some(pb::enqueue_result::Outcome::Invalid(reason)) => Some(Err(reason)),
+                    None => None,
+                })
+                .collect(),
+            replies.len(),
+        ),
         Err(error) => vec![Err(error); replies.len()],
     };
+    reply_each(replies, answers);
+}
+
+/// Sends `batch` in one `Decide` call and answers each decision.
+async fn send_decisions(shared: Arc<Shared>, batch: Vec<Pending<pb::Decision, pb::Decided>>) {
+    let (decisions, replies): (Vec<pb::Decision>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.message, pending.reply))
+        .unzip();
+    let request = pb::DecideRequest { decisions };
+    let answers = match shared
+        .call(|mut client| {
+            let request = request.clone();
+            async move { client.decide(request).await }
+        })
+        .await
+    {
+        Ok(response) => answers_of(
+            response
+                .results
+                .into_iter()
+                .map(|result| match result.outcome {
+                    Some(pb::decide_result::Outcome::Decided(answer)) => Some(Ok(answer)),
+                    Some(pb::decide_result::Outcome::Invalid(reason)) => Some(Err(reason)),
+                    None => None,
+                })
+                .collect(),
+            replies.len(),
+        ),
+        Err(error) => vec![Err(error); replies.len()],
+    };
+    reply_each(replies, answers);
+}
+
+fn reply_each<A>(
+    replies: Vec<oneshot::Sender<Result<A, ClientError>>>,
+    answers: Vec<Result<A, ClientError>>,
+) {
     for (reply, answer) in replies.into_iter().zip(answers) {
         // A caller that gave up no longer waits for its answer.
         let _ = reply.send(answer);
     }
 }
 
-/// One answer per order of an `EnqueueBatch` call of `count` orders.
-fn answers_of(
-    response: pb::EnqueueBatchResponse,
+/// One answer per write of a batch call of `count` writes, from each write's result: its
+/// answer, why it was refused, or nothing (a result without an outcome).
+fn answers_of<A: Clone>(
+    results: Vec<Option<Result<A, String>>>,
     count: usize,
-) -> Vec<Result<pb::EnqueueResponse, ClientError>> {
-    if response.results.len() != count {
+) -> Vec<Result<A, ClientError>> {
+    if results.len() != count {
         let status = Status::internal(format!(
-            "{} results for a batch of {count} orders",
-            response.results.len()
+            "{} results for a batch of {count} writes",
+            results.len()
         ));
         return vec![Err(ClientError::Rejected(status)); count];
     }
-    response
-        .results
+    results
         .into_iter()
-        .map(|result| match result.outcome {
-            Some(pb::enqueue_result::Outcome::Enqueued(answer)) => Ok(answer),
-            Some(pb::enqueue_result::Outcome::Invalid(reason)) => {
-                Err(ClientError::InvalidArgument(reason))
-            }
+        .map(|result| match result {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(reason)) => Err(ClientError::InvalidArgument(reason)),
             None => Err(ClientError::Rejected(Status::internal(
-                "an order of the batch got no result",
+                "a write of the batch got no result",
             ))),
         })
         .collect()

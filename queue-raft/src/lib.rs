@@ -1,8 +1,10 @@
 //! The bookstore's order queue, replicated with Raft (openraft 0.9, storage-v2).
 //!
 //! Layout:
-//! - [`state_machine`]: the queue itself, pure: orders by priority, the executors' lease with its
-//!   fencing token, and the rules for both. Replicas applying the same log end equal.
+//! - [`state_machine`]: the queue itself, pure: the one record of every order (its checkout
+//!   decision, its execution record, where it is), the ready queue by priority, the executors'
+//!   lease with its fencing token, and the rules for all of them. Replicas applying the same log
+//!   end equal.
 //! - [`log_store`]: the Raft log, vote and committed id in sled; an append is reported durable
 //!   only after sled has flushed it and its files are synced.
 //! - [`sled_files`]: the real syncs of sled's files (its own flush is only `sync_file_range`).
@@ -36,8 +38,11 @@
 //! What the crate guarantees, and where that is tested:
 //! - Replicas applying the same log end equal: applying a command reads nothing but the command
 //!   (time included) and the state (property tests in `state_machine`).
-//! - No order executed twice, none lost, only the current lease's fencing token may dequeue or
-//!   acknowledge (same).
+//! - No order executed twice, none lost: one execution record per order, written under the
+//!   current lease's fencing token, required before an acknowledgement; only the current
+//!   lease's holder (executor id and process incarnation) may dequeue, record or acknowledge; a
+//!   campaign never hands back a token in force; the first checkout decision for an order id is
+//!   final (same).
 //! - Nothing is acknowledged to openraft before it is synced to disk (`fdatasync`), one sync per
 //!   appended batch (`tests/durable_writes.rs` checks it under strace); a restarted node finds its
 //!   log, vote and last snapshot again (`tests/store_suite.rs`, `tests/store_restart.rs`,
@@ -75,8 +80,8 @@ pub use log_store::LogStore;
 pub use node::{NodeConfig, NodeError};
 pub use sm_store::{QueueSnapshotBuilder, StateMachineStore};
 pub use state_machine::{
-    Command, CommandResponse, Lease, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
-    Stamp, Timeline,
+    Command, CommandResponse, Decision, Execution, Holder, Lease, OrderItem, OrderRecord,
+    OrderStatus, QueueState, QueuedOrder, RequestDigest, Stamp, Timeline, Verdict,
 };
 
 /// A Raft node's id.

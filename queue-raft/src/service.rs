@@ -31,6 +31,10 @@ use tonic::{Code, Request, Response, Status};
 use crate::auth::ClusterSecret;
 use crate::clock::NodeClock;
 use crate::proposer::{Committed, Proposer, WriteError};
+use crate::state_machine::{
+    Decision, Execution, Holder, MAX_REASONS, MAX_SUGGESTIONS, MAX_TEXT_BYTES, RejectionReason,
+    RequestDigest, SuggestedBook, Verdict,
+};
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
     Stamp, StateMachineStore, TypeConfig,
@@ -45,7 +49,7 @@ pub const LEADER_ADDR_METADATA_KEY: &str = "x-raft-leader-addr";
 /// The longest lease an executor may ask for; longer is surely a unit mistake (microseconds
 /// passed as milliseconds) and would keep every other executor waiting.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
-/// The most orders one `EnqueueBatch` call may carry.
+/// The most orders one `EnqueueBatch` call, or decisions one `Decide` call, may carry.
 pub const MAX_ORDERS_PER_BATCH: usize = 1024;
 /// How many orders `ListQueue` returns when the request says 0.
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
@@ -67,7 +71,7 @@ pub enum RequestError {
     Unavailable(String),
     /// The state machine answered something this request cannot have caused.
     #[error("unexpected answer from the queue: {0:?}")]
-    UnexpectedAnswer(CommandResponse),
+    UnexpectedAnswer(Box<CommandResponse>),
 }
 
 fn not_leader_message(forward: &ForwardToLeader<NodeId, BasicNode>) -> String {
@@ -112,7 +116,7 @@ impl From<CommandResponse> for RequestError {
                 "the request was stamped in term {stamped_term}, before the queue's term \
                  {current_term}; ask again"
             )),
-            other => RequestError::UnexpectedAnswer(other),
+            other => RequestError::UnexpectedAnswer(Box::new(other)),
         }
     }
 }
@@ -170,6 +174,29 @@ fn required_text(field: &'static str, value: String) -> Result<String, RequestEr
         return Err(RequestError::invalid(field, "must not be empty"));
     }
     Ok(value)
+}
+
+/// The lease holder a request names: an executor id and its process's incarnation, both set.
+fn holder(executor_id: String, incarnation: u64) -> Result<Holder, RequestError> {
+    let executor_id = required_text("executor_id", executor_id)?;
+    if incarnation == 0 {
+        return Err(RequestError::invalid(
+            "incarnation",
+            "must be set: a random number drawn by each run of the executor",
+        ));
+    }
+    Ok(Holder::new(executor_id, incarnation))
+}
+
+/// A text a record keeps, refused past [`MAX_TEXT_BYTES`].
+fn kept_text(field: &'static str, text: String) -> Result<String, RequestError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(RequestError::invalid(
+            field,
+            format!("at most {MAX_TEXT_BYTES} bytes, got {}", text.len()),
+        ));
+    }
+    Ok(text)
 }
 
 fn node_id(node_id: u64) -> Result<NodeId, RequestError> {
@@ -285,11 +312,9 @@ impl OrderQueueService {
                 .ok_or_else(|| RequestError::invalid("order", "is required"))?,
         )?;
         let mut answers = self.enqueue_orders(vec![order]).await?;
-        answers
-            .pop()
-            .ok_or(RequestError::UnexpectedAnswer(CommandResponse::Batch(
-                Vec::new(),
-            )))
+        answers.pop().ok_or(RequestError::UnexpectedAnswer(Box::new(
+            CommandResponse::Batch(Vec::new()),
+        )))
     }
 
     /// Enqueues each well-formed order of the batch; a malformed one gets its own refusal.
@@ -349,8 +374,8 @@ impl OrderQueueService {
         let written = self.write(Command::group(commands)).await?;
         let responses = written.response.ungroup(order_ids.len());
         if responses.len() != order_ids.len() {
-            return Err(RequestError::UnexpectedAnswer(CommandResponse::Batch(
-                responses,
+            return Err(RequestError::UnexpectedAnswer(Box::new(
+                CommandResponse::Batch(responses),
             )));
         }
         let mut newly_enqueued = Vec::with_capacity(responses.len());
@@ -358,7 +383,7 @@ impl OrderQueueService {
             match response {
                 CommandResponse::Enqueued { .. } => newly_enqueued.push(true),
                 CommandResponse::AlreadyEnqueued { .. } => newly_enqueued.push(false),
-                other => return Err(RequestError::UnexpectedAnswer(other)),
+                other => return Err(RequestError::UnexpectedAnswer(Box::new(other))),
             }
         }
         let (term, index) = (written.log_id.leader_id.term, written.log_id.index);
@@ -398,12 +423,12 @@ impl OrderQueueService {
         &self,
         request: pb::CampaignRequest,
     ) -> Result<pb::CampaignResponse, RequestError> {
-        let executor_id = required_text("executor_id", request.executor_id)?;
         let ttl_ms = lease_ttl_ms(request.ttl_ms)?;
+        let holder = holder(request.executor_id, request.incarnation)?;
         let written = self
             .write(Command::Campaign {
                 at: self.stamp()?,
-                executor_id: executor_id.clone(),
+                holder: holder.clone(),
                 ttl_ms,
             })
             .await?;
@@ -412,33 +437,32 @@ impl OrderQueueService {
                 token,
                 expires_at_ms,
             } => {
-                tracing::info!(executor_id, token, expires_at_ms, "lease granted");
+                tracing::info!(
+                    executor_id = holder.executor_id,
+                    incarnation = holder.incarnation,
+                    token,
+                    expires_at_ms,
+                    "lease granted"
+                );
                 Ok(pb::CampaignResponse {
                     granted: true,
                     token,
-                    holder: executor_id,
+                    holder: holder.executor_id,
                     expires_at_ms,
+                    holder_incarnation: holder.incarnation,
                 })
             }
-            CommandResponse::LeaseRenewed {
-                token,
-                expires_at_ms,
-            } => Ok(pb::CampaignResponse {
-                granted: true,
-                token,
-                holder: executor_id,
-                expires_at_ms,
-            }),
-            // The state machine does not say the holder's token, and a contender has no use
-            // for it: 0.
+            // The holder's token stays its own: a contender, even another run of the same
+            // executor, has no use for it.
             CommandResponse::LeaseHeld {
                 holder,
                 expires_at_ms,
             } => Ok(pb::CampaignResponse {
                 granted: false,
                 token: 0,
-                holder,
+                holder: holder.executor_id,
                 expires_at_ms,
+                holder_incarnation: holder.incarnation,
             }),
             other => Err(RequestError::from(other)),
         }
@@ -448,12 +472,12 @@ impl OrderQueueService {
         &self,
         request: pb::RenewLeaseRequest,
     ) -> Result<pb::LeaseResponse, RequestError> {
-        let executor_id = required_text("executor_id", request.executor_id)?;
         let ttl_ms = lease_ttl_ms(request.ttl_ms)?;
+        let holder = holder(request.executor_id, request.incarnation)?;
         let written = self
             .write(Command::RenewLease {
                 at: self.stamp()?,
-                executor_id,
+                holder,
                 token: request.token,
                 ttl_ms,
             })
@@ -481,18 +505,18 @@ impl OrderQueueService {
         &self,
         request: pb::ResignRequest,
     ) -> Result<pb::LeaseResponse, RequestError> {
-        let executor_id = required_text("executor_id", request.executor_id)?;
+        let holder = holder(request.executor_id, request.incarnation)?;
         let written = self
             .write(Command::Resign {
                 at: self.stamp()?,
-                executor_id: executor_id.clone(),
+                holder: holder.clone(),
                 token: request.token,
             })
             .await?;
         match written.response {
             CommandResponse::Resigned { requeued_order_id } => {
                 tracing::info!(
-                    executor_id,
+                    executor_id = holder.executor_id,
                     token = request.token,
                     requeued_order_id,
                     "lease resigned"
@@ -509,7 +533,7 @@ impl OrderQueueService {
                 current_token: current.unwrap_or(0),
                 ..Default::default()
             }),
-            other => Err(RequestError::UnexpectedAnswer(other)),
+            other => Err(RequestError::UnexpectedAnswer(Box::new(other))),
         }
     }
 
@@ -517,39 +541,43 @@ impl OrderQueueService {
         &self,
         request: pb::DequeueRequest,
     ) -> Result<pb::DequeueResponse, RequestError> {
-        let executor_id = required_text("executor_id", request.executor_id)?;
+        let holder = holder(request.executor_id, request.incarnation)?;
         let written = self
             .write(Command::Dequeue {
                 at: self.stamp()?,
-                executor_id: executor_id.clone(),
+                holder: holder.clone(),
                 token: request.token,
             })
             .await?;
         match written.response {
-            CommandResponse::Dequeued { order } => {
+            CommandResponse::Dequeued { order, execution } => {
                 tracing::info!(
                     order_id = order.order_id(),
-                    executor_id,
+                    executor_id = holder.executor_id,
                     token = request.token,
+                    executed_before = execution.is_some(),
                     "order dequeued"
                 );
                 Ok(pb::DequeueResponse {
                     accepted: true,
                     current_token: request.token,
                     order: Some(pb::QueuedOrder::from(&order)),
+                    execution: execution.as_ref().map(pb::ExecutionRecord::from),
                 })
             }
             CommandResponse::QueueEmpty => Ok(pb::DequeueResponse {
                 accepted: true,
                 current_token: request.token,
                 order: None,
+                execution: None,
             }),
             CommandResponse::StaleToken { current } => Ok(pb::DequeueResponse {
                 accepted: false,
                 current_token: current.unwrap_or(0),
                 order: None,
+                execution: None,
             }),
-            other => Err(RequestError::UnexpectedAnswer(other)),
+            other => Err(RequestError::UnexpectedAnswer(Box::new(other))),
         }
     }
 
@@ -557,13 +585,14 @@ impl OrderQueueService {
         &self,
         request: pb::AcknowledgeRequest,
     ) -> Result<pb::AcknowledgeResponse, RequestError> {
-        let executor_id = required_text("executor_id", request.executor_id)?;
+        let holder = holder(request.executor_id, request.incarnation)?;
+        let executor_id = holder.executor_id.clone();
         let order_id = required_text("order_id", request.order_id)?;
         let token = request.token;
         let written = self
             .write(Command::Acknowledge {
                 at: self.stamp()?,
-                executor_id: executor_id.clone(),
+                holder,
                 token,
                 order_id,
             })
@@ -587,6 +616,9 @@ impl OrderQueueService {
             CommandResponse::UnknownOrder { order_id } => {
                 Ok(refused(format!("order {order_id} is not known")))
             }
+            CommandResponse::NotRecorded { order_id } => Ok(refused(format!(
+                "order {order_id} has no execution record: record the execution first"
+            ))),
             CommandResponse::NotExecuting { order_id, status } => Ok(refused(format!(
                 "order {order_id} is not executing under this lease (it is {})",
                 phase_name(&status)
@@ -597,7 +629,159 @@ impl OrderQueueService {
                     "token {token} is not the current lease's held by {executor_id}"
                 ))
             }),
-            other => Err(RequestError::UnexpectedAnswer(other)),
+            other => Err(RequestError::UnexpectedAnswer(Box::new(other))),
+        }
+    }
+
+    /// Records each well-formed decision of the call in one log entry and answers for each with
+    /// the order's record; a malformed decision gets its own refusal.
+    async fn decide_checkouts(
+        &self,
+        request: pb::DecideRequest,
+    ) -> Result<pb::DecideResponse, RequestError> {
+        if request.decisions.len() > MAX_ORDERS_PER_BATCH {
+            return Err(RequestError::invalid(
+                "decisions",
+                format!(
+                    "at most {MAX_ORDERS_PER_BATCH} decisions per call, got {}",
+                    request.decisions.len()
+                ),
+            ));
+        }
+        let mut results = vec![pb::DecideResult::default(); request.decisions.len()];
+        let mut positions = Vec::with_capacity(results.len());
+        let mut decisions = Vec::with_capacity(results.len());
+        for (position, decision) in request.decisions.into_iter().enumerate() {
+            match Decision::try_from(decision) {
+                Ok(decision) => {
+                    positions.push(position);
+                    decisions.push(decision);
+                }
+                Err(refusal) => {
+                    results[position].outcome =
+                        Some(pb::decide_result::Outcome::Invalid(refusal.to_string()));
+                }
+            }
+        }
+        if decisions.is_empty() {
+            return Ok(pb::DecideResponse { results });
+        }
+        let order_ids: Vec<String> = decisions
+            .iter()
+            .map(|decision| decision.order.order_id().to_owned())
+            .collect();
+        let at = self.stamp()?;
+        let commands = decisions
+            .into_iter()
+            .map(|decision| Command::Decide { at, decision })
+            .collect();
+        let written = self.write(Command::group(commands)).await?;
+        let responses = written.response.ungroup(order_ids.len());
+        if responses.len() != order_ids.len() {
+            return Err(RequestError::UnexpectedAnswer(Box::new(
+                CommandResponse::Batch(responses),
+            )));
+        }
+        let mut newly_decided = Vec::with_capacity(responses.len());
+        for response in responses {
+            match response {
+                CommandResponse::Decided { .. } => newly_decided.push(true),
+                CommandResponse::AlreadyDecided { .. } => newly_decided.push(false),
+                other => return Err(RequestError::UnexpectedAnswer(Box::new(other))),
+            }
+        }
+        let (term, index) = (written.log_id.leader_id.term, written.log_id.index);
+        tracing::info!(
+            order_ids = order_ids.join(","),
+            decisions = order_ids.len(),
+            newly_decided = newly_decided.iter().filter(|&&new| new).count(),
+            term,
+            index,
+            "decisions committed"
+        );
+        // Applied here before the write returned, and a record is never removed; what was
+        // decided first for each id is in it.
+        let states: Vec<Option<pb::OrderState>> = self
+            .state
+            .read_queue(|queue| {
+                order_ids
+                    .iter()
+                    .map(|order_id| queue.order_status(order_id).map(pb::OrderState::from))
+                    .collect()
+            })
+            .await;
+        for ((position, newly_decided), state) in
+            positions.into_iter().zip(newly_decided).zip(states)
+        {
+            results[position].outcome = Some(pb::decide_result::Outcome::Decided(pb::Decided {
+                newly_decided,
+                state,
+                term,
+                index,
+            }));
+        }
+        Ok(pb::DecideResponse { results })
+    }
+
+    async fn record_order_execution(
+        &self,
+        request: pb::RecordExecutionRequest,
+    ) -> Result<pb::RecordExecutionResponse, RequestError> {
+        let holder = holder(request.executor_id, request.incarnation)?;
+        let executor_id = holder.executor_id.clone();
+        let order_id = required_text("order_id", request.order_id)?;
+        let token = request.token;
+        let written = self
+            .write(Command::RecordExecution {
+                at: self.stamp()?,
+                holder,
+                token,
+                order_id,
+            })
+            .await?;
+        let refused = |refusal: String| pb::RecordExecutionResponse {
+            recorded: false,
+            execution: None,
+            current_token: token,
+            refusal,
+        };
+        match written.response {
+            CommandResponse::ExecutionRecorded {
+                order_id,
+                execution,
+            } => {
+                tracing::info!(order_id, executor_id, token, "execution recorded");
+                Ok(pb::RecordExecutionResponse {
+                    recorded: true,
+                    execution: Some(pb::ExecutionRecord::from(&execution)),
+                    current_token: token,
+                    refusal: String::new(),
+                })
+            }
+            CommandResponse::AlreadyExecuted {
+                order_id,
+                execution,
+            } => Ok(pb::RecordExecutionResponse {
+                execution: Some(pb::ExecutionRecord::from(&execution)),
+                ..refused(format!(
+                    "order {order_id} was executed already, by {} under token {}: acknowledge it",
+                    execution.executor_id, execution.token
+                ))
+            }),
+            CommandResponse::UnknownOrder { order_id } => {
+                Ok(refused(format!("order {order_id} is not known")))
+            }
+            CommandResponse::NotExecuting { order_id, status } => Ok(refused(format!(
+                "order {order_id} is not executing under this lease (it is {})",
+                phase_name(&status)
+            ))),
+            CommandResponse::StaleToken { current } => Ok(pb::RecordExecutionResponse {
+                current_token: current.unwrap_or(0),
+                ..refused(format!(
+                    "token {token} is not the current lease's held by {executor_id}"
+                ))
+            }),
+            other => Err(RequestError::UnexpectedAnswer(Box::new(other))),
         }
     }
 
@@ -805,8 +989,9 @@ impl OrderQueueService {
             members,
             lease_holder: lease
                 .as_ref()
-                .map(|lease| lease.holder.clone())
+                .map(|lease| lease.holder.executor_id.clone())
                 .unwrap_or_default(),
+            lease_holder_incarnation: lease.as_ref().map_or(0, |lease| lease.holder.incarnation),
             lease_token: lease.as_ref().map_or(0, |lease| lease.token),
             lease_expires_at_ms: lease.as_ref().map_or(0, |lease| lease.expires_at_ms),
             millis_since_leader_contact,
@@ -858,6 +1043,7 @@ fn phase_name(status: &OrderStatus) -> &'static str {
         OrderStatus::Queued => "queued",
         OrderStatus::Executing { .. } => "executing",
         OrderStatus::Executed { .. } => "executed",
+        OrderStatus::Rejected { .. } => "rejected",
     }
 }
 
@@ -903,6 +1089,24 @@ impl OrderQueue for OrderQueueService {
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         Ok(Response::new(
             self.resign_lease(request.into_inner()).await?,
+        ))
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::DecideResponse>, Status> {
+        Ok(Response::new(
+            self.decide_checkouts(request.into_inner()).await?,
+        ))
+    }
+
+    async fn record_execution(
+        &self,
+        request: Request<pb::RecordExecutionRequest>,
+    ) -> Result<Response<pb::RecordExecutionResponse>, Status> {
+        Ok(Response::new(
+            self.record_order_execution(request.into_inner()).await?,
         ))
     }
 
@@ -1032,6 +1236,15 @@ impl From<&OrderRecord> for pb::OrderState {
             priority: record.order.priority(),
             sequence: record.sequence,
             enqueued_at_ms: record.enqueued_at_ms,
+            checkout: record.checkout.as_ref().map(|checkout| pb::CheckoutRecord {
+                request: Some(pb::RequestDigest::from(&checkout.request)),
+                suggestions: checkout
+                    .suggestions
+                    .iter()
+                    .map(pb::SuggestedBook::from)
+                    .collect(),
+            }),
+            execution: record.execution.as_ref().map(pb::ExecutionRecord::from),
             ..Default::default()
         };
         match &record.status {
@@ -1052,13 +1265,185 @@ impl From<&OrderRecord> for pb::OrderState {
                 at_ms,
             } => {
                 state.phase = pb::OrderPhase::Executed as i32;
-                state.executor_id = executor_id.clone();
-                state.token = *token;
+                state.acknowledged_token = *token;
+                // The execution that counts is the recorded one, which an acknowledgement
+                // requires; an executed order without one (none exists) shows its acknowledger.
+                let (executed_by, executed_under, executed_at_ms) = match &record.execution {
+                    Some(execution) => (&execution.executor_id, execution.token, execution.at_ms),
+                    None => (executor_id, *token, *at_ms),
+                };
+                state.executor_id = executed_by.clone();
+                state.token = executed_under;
+                state.since_ms = executed_at_ms;
+                state.executed_at_ms = executed_at_ms;
+            }
+            OrderStatus::Rejected { reasons, at_ms } => {
+                state.phase = pb::OrderPhase::Rejected as i32;
                 state.since_ms = *at_ms;
-                state.executed_at_ms = *at_ms;
+                state.reasons = reasons.iter().map(pb::RejectionReason::from).collect();
             }
         }
         state
+    }
+}
+
+impl From<&Execution> for pb::ExecutionRecord {
+    fn from(execution: &Execution) -> Self {
+        pb::ExecutionRecord {
+            executor_id: execution.executor_id.clone(),
+            incarnation: execution.incarnation,
+            token: execution.token,
+            recorded_at_ms: execution.at_ms,
+        }
+    }
+}
+
+impl From<&RequestDigest> for pb::RequestDigest {
+    fn from(digest: &RequestDigest) -> Self {
+        pb::RequestDigest {
+            body: digest.body.to_vec(),
+            card: digest.card.map(|card| card.to_vec()).unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<pb::RequestDigest> for RequestDigest {
+    type Error = RequestError;
+
+    /// Takes a 32-byte body digest and a card digest of 32 bytes or none.
+    fn try_from(digest: pb::RequestDigest) -> Result<Self, Self::Error> {
+        let body = <[u8; 32]>::try_from(digest.body.as_slice()).map_err(|_| {
+            RequestError::invalid(
+                "decision.request.body",
+                format!("must be 32 bytes, got {}", digest.body.len()),
+            )
+        })?;
+        let card = match digest.card.len() {
+            0 => None,
+            _ => Some(<[u8; 32]>::try_from(digest.card.as_slice()).map_err(|_| {
+                RequestError::invalid(
+                    "decision.request.card",
+                    format!("must be 32 bytes or empty, got {}", digest.card.len()),
+                )
+            })?),
+        };
+        Ok(RequestDigest { body, card })
+    }
+}
+
+impl From<&SuggestedBook> for pb::SuggestedBook {
+    fn from(book: &SuggestedBook) -> Self {
+        pb::SuggestedBook {
+            book_id: book.book_id.clone(),
+            title: book.title.clone(),
+            author: book.author.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::SuggestedBook> for SuggestedBook {
+    type Error = RequestError;
+
+    fn try_from(book: pb::SuggestedBook) -> Result<Self, Self::Error> {
+        Ok(SuggestedBook {
+            book_id: kept_text("decision.approved.suggestions.book_id", book.book_id)?,
+            title: kept_text("decision.approved.suggestions.title", book.title)?,
+            author: kept_text("decision.approved.suggestions.author", book.author)?,
+        })
+    }
+}
+
+impl From<&RejectionReason> for pb::RejectionReason {
+    fn from(reason: &RejectionReason) -> Self {
+        pb::RejectionReason {
+            service: reason.service.clone(),
+            code: reason.code.clone(),
+            field: reason.field.clone(),
+            message: reason.message.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::RejectionReason> for RejectionReason {
+    type Error = RequestError;
+
+    fn try_from(reason: pb::RejectionReason) -> Result<Self, Self::Error> {
+        Ok(RejectionReason {
+            service: kept_text("decision.rejected.reasons.service", reason.service)?,
+            code: kept_text("decision.rejected.reasons.code", reason.code)?,
+            field: kept_text("decision.rejected.reasons.field", reason.field)?,
+            message: kept_text("decision.rejected.reasons.message", reason.message)?,
+        })
+    }
+}
+
+impl TryFrom<pb::Decision> for Decision {
+    type Error = RequestError;
+
+    /// Checks what a record keeps: an approved order as an enqueue would, at most
+    /// [`MAX_SUGGESTIONS`] suggestions; a rejection with 1 to [`MAX_REASONS`] reasons (the
+    /// rejected order's lines are dropped); every kept text at most [`MAX_TEXT_BYTES`] bytes.
+    fn try_from(decision: pb::Decision) -> Result<Self, Self::Error> {
+        let order = decision
+            .order
+            .ok_or_else(|| RequestError::invalid("decision.order", "is required"))?;
+        let request = RequestDigest::try_from(
+            decision
+                .request
+                .ok_or_else(|| RequestError::invalid("decision.request", "is required"))?,
+        )?;
+        let (order, verdict) = match decision.verdict {
+            Some(pb::decision::Verdict::Approved(approval)) => {
+                if approval.suggestions.len() > MAX_SUGGESTIONS {
+                    return Err(RequestError::invalid(
+                        "decision.approved.suggestions",
+                        format!(
+                            "at most {MAX_SUGGESTIONS}, got {}",
+                            approval.suggestions.len()
+                        ),
+                    ));
+                }
+                let suggestions = approval
+                    .suggestions
+                    .into_iter()
+                    .map(SuggestedBook::try_from)
+                    .collect::<Result<_, _>>()?;
+                (
+                    QueuedOrder::try_from(order)?,
+                    Verdict::Approved { suggestions },
+                )
+            }
+            Some(pb::decision::Verdict::Rejected(rejection)) => {
+                if rejection.reasons.is_empty() || rejection.reasons.len() > MAX_REASONS {
+                    return Err(RequestError::invalid(
+                        "decision.rejected.reasons",
+                        format!(
+                            "1 to {MAX_REASONS} reasons, got {}",
+                            rejection.reasons.len()
+                        ),
+                    ));
+                }
+                let reasons = rejection
+                    .reasons
+                    .into_iter()
+                    .map(RejectionReason::try_from)
+                    .collect::<Result<_, _>>()?;
+                let order_id = required_text("order.order_id", order.order_id)?;
+                let order = QueuedOrder::new(order_id, order.customer, Vec::new());
+                (order, Verdict::Rejected { reasons })
+            }
+            None => {
+                return Err(RequestError::invalid(
+                    "decision.verdict",
+                    "approved or rejected is required",
+                ));
+            }
+        };
+        Ok(Decision {
+            order,
+            request,
+            verdict,
+        })
     }
 }
 
@@ -1166,7 +1551,7 @@ mod tests {
         let unexpected = RequestError::from(CommandResponse::QueueEmpty);
         assert!(matches!(
             unexpected,
-            RequestError::UnexpectedAnswer(CommandResponse::QueueEmpty)
+            RequestError::UnexpectedAnswer(answer) if *answer == CommandResponse::QueueEmpty
         ));
     }
 
@@ -1201,7 +1586,7 @@ mod tests {
     }
 
     #[test]
-    fn an_executed_order_shows_executor_and_time() {
+    fn an_executed_order_shows_the_execution_that_counts() {
         let record = OrderRecord {
             order: QueuedOrder::new(
                 "o-1",
@@ -1212,12 +1597,21 @@ mod tests {
                 }],
             ),
             sequence: 7,
+            // Recorded by executor-1 under token 3, which lost its lease; executor-2 found the
+            // record and acknowledged it under token 4.
             status: OrderStatus::Executed {
-                executor_id: "executor-1".into(),
-                token: 3,
+                executor_id: "executor-2".into(),
+                token: 4,
                 at_ms: 1_000,
             },
             enqueued_at_ms: 500,
+            checkout: None,
+            execution: Some(Execution {
+                executor_id: "executor-1".into(),
+                incarnation: 77,
+                token: 3,
+                at_ms: 900,
+            }),
         };
         let state = pb::OrderState::from(&record);
         assert_eq!(state.phase(), pb::OrderPhase::Executed);
@@ -1226,11 +1620,123 @@ mod tests {
                 state.priority,
                 state.sequence,
                 state.token,
-                state.executed_at_ms
+                state.executed_at_ms,
+                state.acknowledged_token
             ),
-            (2, 7, 3, 1_000)
+            (2, 7, 3, 900, 4)
         );
         assert_eq!(state.executor_id, "executor-1");
+        assert_eq!(
+            state.execution.map(|execution| execution.incarnation),
+            Some(77)
+        );
+    }
+
+    fn reason(code: &str) -> pb::RejectionReason {
+        pb::RejectionReason {
+            service: "fraud-detection".into(),
+            code: code.into(),
+            field: "creditCard.number".into(),
+            message: "too many".into(),
+        }
+    }
+
+    fn decision(verdict: pb::decision::Verdict) -> pb::Decision {
+        pb::Decision {
+            order: Some(order(vec![line(2)])),
+            request: Some(pb::RequestDigest {
+                body: vec![1; 32],
+                card: Vec::new(),
+            }),
+            verdict: Some(verdict),
+        }
+    }
+
+    #[test]
+    fn a_rejection_keeps_its_reasons_and_no_order_lines() {
+        let rejected =
+            Decision::try_from(decision(pb::decision::Verdict::Rejected(pb::Rejection {
+                reasons: vec![reason("card_velocity")],
+            })))
+            .expect("valid");
+        assert!(rejected.order.items().is_empty());
+        assert_eq!(rejected.request.card, None);
+        let mut state = QueueState::default();
+        state.apply(&Command::Decide {
+            at: Stamp::default(),
+            decision: rejected,
+        });
+        let shown = pb::OrderState::from(state.order_status("o-1").expect("recorded"));
+        assert_eq!(shown.phase(), pb::OrderPhase::Rejected);
+        assert_eq!(shown.reasons, vec![reason("card_velocity")]);
+        assert_eq!(
+            shown.checkout.and_then(|checkout| checkout.request),
+            Some(pb::RequestDigest {
+                body: vec![1; 32],
+                card: Vec::new()
+            })
+        );
+    }
+
+    #[test]
+    fn decisions_beyond_what_a_record_keeps_are_refused_naming_the_field() {
+        let too_many = pb::decision::Verdict::Rejected(pb::Rejection {
+            reasons: vec![reason("r"); MAX_REASONS + 1],
+        });
+        assert_eq!(
+            field_of(Decision::try_from(decision(too_many)).unwrap_err()),
+            "decision.rejected.reasons"
+        );
+        let none = pb::decision::Verdict::Rejected(pb::Rejection { reasons: vec![] });
+        assert_eq!(
+            field_of(Decision::try_from(decision(none)).unwrap_err()),
+            "decision.rejected.reasons"
+        );
+        let long = pb::decision::Verdict::Rejected(pb::Rejection {
+            reasons: vec![pb::RejectionReason {
+                message: "x".repeat(MAX_TEXT_BYTES + 1),
+                ..reason("r")
+            }],
+        });
+        assert_eq!(
+            field_of(Decision::try_from(decision(long)).unwrap_err()),
+            "decision.rejected.reasons.message"
+        );
+        let books = pb::decision::Verdict::Approved(pb::Approval {
+            suggestions: vec![pb::SuggestedBook::default(); MAX_SUGGESTIONS + 1],
+        });
+        assert_eq!(
+            field_of(Decision::try_from(decision(books)).unwrap_err()),
+            "decision.approved.suggestions"
+        );
+        let mut short_digest = decision(pb::decision::Verdict::Approved(pb::Approval::default()));
+        short_digest.request = Some(pb::RequestDigest {
+            body: vec![1; 31],
+            card: Vec::new(),
+        });
+        assert_eq!(
+            field_of(Decision::try_from(short_digest).unwrap_err()),
+            "decision.request.body"
+        );
+        let mut no_verdict = decision(pb::decision::Verdict::Approved(pb::Approval::default()));
+        no_verdict.verdict = None;
+        assert_eq!(
+            field_of(Decision::try_from(no_verdict).unwrap_err()),
+            "decision.verdict"
+        );
+    }
+
+    #[test]
+    fn a_holder_needs_an_id_and_an_incarnation() {
+        assert_eq!(
+            holder("executor-1".into(), 9).expect("valid"),
+            Holder::new("executor-1", 9)
+        );
+        assert_eq!(field_of(holder(" ".into(), 9).unwrap_err()), "executor_id");
+        assert_eq!(
+            field_of(holder("executor-1".into(), 0).unwrap_err()),
+            "incarnation"
+        );
     }
 
     fn any_order() -> impl proptest::strategy::Strategy<Value = pb::QueuedOrder> {

@@ -9,12 +9,41 @@
 //!   on write), so a snapshot is taken of a clone while commands go on being applied.
 //! - Orders leave the ready queue by priority (sum of quantities, higher first), equal priority in
 //!   the order their enqueues were applied (`sequence`).
-//! - Every order id is recorded once and is in exactly one of: ready queue, executing (at most one
-//!   order, under the current lease), executed. An executed order never changes again.
-//! - Fencing tokens grow with each lease grant and are never reused. Only the current, unexpired
-//!   lease's token, presented by its holder, can renew, resign, dequeue or acknowledge.
+//! - Every order id is recorded once, by the first of [`Command::Enqueue`] or [`Command::Decide`]
+//!   that names it, and is in exactly one of: ready queue, executing (at most one order, under the
+//!   current lease), executed, rejected. Executed and rejected orders never change again.
+//! - Fencing tokens grow with each lease grant and are never reused, and a campaign is answered
+//!   with a new token or a refusal, never with the token of a lease in force. Only the current,
+//!   unexpired lease's token, presented by its holder (the executor id *and* the incarnation of
+//!   its process), can renew, resign, dequeue, record an execution or acknowledge.
 //! - When a lease ends (expiry or resignation) the order executing under it goes back to the ready
 //!   queue with its original priority and sequence, so it is the first to be dequeued again.
+//!
+//! # The record of an order
+//!
+//! [`OrderRecord`] is the one record of an order that everyone reads: the orchestrators (a
+//! checkout retried with its idempotency key, `GET /orders/{id}`) and the executors. Three parts
+//! of it are each written once and never changed:
+//!
+//! - The checkout decision ([`Command::Decide`]). An order placed through the orchestrator is
+//!   recorded with the decision taken on it, approved (queued, with the books suggested) or
+//!   rejected (terminal, with its reasons: [`OrderStatus::Rejected`]), and with a
+//!   [`RequestDigest`] of the request it came from. The first decision for an order id is final:
+//!   a later `Decide` for the id changes nothing and is answered [`CommandResponse::AlreadyDecided`],
+//!   so two orchestrators deciding the same retried checkout at once agree on the one that
+//!   committed first, and a retry with another body is told apart by its digest. What is kept is
+//!   bounded ([`MAX_REASONS`], [`MAX_SUGGESTIONS`], [`MAX_TEXT_BYTES`]; the queue service refuses
+//!   more), and a rejected order keeps no order lines: it is never executed.
+//! - The execution record ([`Command::RecordExecution`], [`Execution`]). Executing an order is
+//!   done once: the holder of the lease the order executes under records the execution, fenced
+//!   by its token, before it reports the execution done; a record is written once per order, so a
+//!   paused or deposed holder cannot add a second one. An order whose holder lost its lease after
+//!   recording goes back to the queue like any other, and the next holder, which finds the record
+//!   in its dequeue's answer, only acknowledges it. [`Command::Acknowledge`] is refused until the
+//!   record exists, so every executed order has exactly one. (This record is where the
+//!   two-phase commit of stock and payment will keep its decision and outcome: written once per
+//!   order, fenced by the token, read by the next holder to finish what an earlier one decided.)
+//! - The acknowledgement ([`OrderStatus::Executed`]): the order is done and leaves the queue.
 //!
 //! # Time, and why no two executors hold the lease at once
 //!
@@ -50,6 +79,14 @@
 //!   compared across machines, so skews and jumps of the wall clocks do not matter; a machine
 //!   whose monotonic clock stops while it is suspended is outside this margin.
 //!
+//! Only a grant starts a lease, and a grant needs no lease in force: a campaign while one is in
+//! force is refused whoever asks, its own holder included ([`CommandResponse::LeaseHeld`]). A
+//! holder is an executor id with the incarnation of its process (drawn at random at each start),
+//! so a restarted executor, or a second process started with the same id, is another holder: it
+//! can neither resume nor use the lease of the earlier run, whatever it read of the lease. What
+//! that costs: an executor whose grant was committed but whose answer was lost waits for that
+//! lease to expire before it is granted another.
+//!
 //! What this costs: after every change of leader, a lease whose holder died ends a full TTL after
 //! the new leader's start rather than a TTL after the last renewal.
 //!
@@ -59,19 +96,39 @@
 //!
 //! # Format
 //!
-//! Every [`Stamp`] and every [`QueueState`] is encoded beginning with a format tag. Log entries
-//! and snapshots written before stamps existed (their commands carried a wall-clock `now_ms`)
-//! begin where the tag is with a length that cannot equal it, so they fail to decode, naming the
-//! cause, rather than being misread: a data directory of the older format is not readable and
-//! must be started afresh.
+//! Every [`Stamp`] and every [`QueueState`] is encoded beginning with a format tag, changed
+//! whenever the encoding of commands or of the state changes. Log entries and snapshots written by
+//! an older queue-node carry another tag (or, before tags existed, a length where the tag is that
+//! cannot equal it), so they fail to decode, naming the cause, rather than being misread: a data
+//! directory of an older format is not readable and must be started afresh.
 
 use imbl::OrdMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cmp::Reverse;
 
 /// The format tag's value. Above any length an older entry or snapshot has where the tag is (a
-/// string's or the order map's), so older data never reads as tagged.
-const FORMAT_TAG: u32 = 0xC10C_0002;
+/// string's or the order map's), so older data never reads as tagged. Tag `0xC10C_0002` was the
+/// format before checkout decisions, execution records and lease holders' incarnations.
+const FORMAT_TAG: u32 = 0xC10C_0003;
+
+/// The most rejection reasons a rejected order keeps.
+pub const MAX_REASONS: usize = 16;
+/// The most suggested books an approved order keeps.
+pub const MAX_SUGGESTIONS: usize = 8;
+/// The longest text (in bytes) of any field of a kept reason or suggested book.
+pub const MAX_TEXT_BYTES: usize = 256;
+
+/// `text` cut to at most [`MAX_TEXT_BYTES`] bytes at a character boundary, as a record may keep it.
+pub fn bounded_text(text: &str) -> String {
+    if text.len() <= MAX_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
 
 /// Written first in every [`Stamp`] and [`QueueState`]; decoding checks it (see the module's
 /// "Format").
@@ -90,14 +147,13 @@ impl<'de> Deserialize<'de> for FormatTag {
         if tag != FORMAT_TAG {
             return Err(serde::de::Error::custom(format!(
                 "not the queue's current format (tag {tag:#x}, expected {FORMAT_TAG:#x}): data \
-                 written by an older queue-node, whose commands carried wall-clock times, is not \
-                 readable; start the node on an empty data directory"
+                 written by an older queue-node is not readable; start the node on an empty data \
+                 directory"
             )));
         }
         Ok(FormatTag)
     }
 }
-
 /// One run of one node leading one Raft term: the monotonic clock a [`Stamp`] was read from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
@@ -200,6 +256,108 @@ impl QueuedOrder {
     }
 }
 
+/// Who holds (or asks for) the lease: an executor, and the run of its process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub executor_id: String,
+    /// Drawn at random by each run of the executor process, so that a restarted executor, or two
+    /// processes given one id by mistake, are never the same holder.
+    pub incarnation: u64,
+}
+
+impl Holder {
+    pub fn new(executor_id: impl Into<String>, incarnation: u64) -> Self {
+        Self {
+            executor_id: executor_id.into(),
+            incarnation,
+        }
+    }
+}
+
+/// One rule that rejected an order at checkout, as the orchestrator answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionReason {
+    /// The backend whose rule it is.
+    pub service: String,
+    pub code: String,
+    /// The request field it is about, if any.
+    pub field: String,
+    pub message: String,
+}
+
+/// A book suggested with an approved order, as the orchestrator answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuggestedBook {
+    pub book_id: String,
+    pub title: String,
+    pub author: String,
+}
+
+/// A digest of the checkout request an order was decided on, so that a retry with the same
+/// idempotency key and another body is told apart. It never lets a reader of the replicated
+/// state recover card data: `body` digests the request with the card's number cut to its last
+/// four digits and the CVV left out; the card's number and CVV enter only `card`, an HMAC under a
+/// secret that only the orchestrators hold (the orchestrator computes both; see
+/// `orchestrator::idempotency`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestDigest {
+    /// SHA-256 of the request without the card's secrets.
+    pub body: [u8; 32],
+    /// HMAC-SHA256 of the card's number and CVV; `None` when the orchestrator had no secret.
+    pub card: Option<[u8; 32]>,
+}
+
+impl RequestDigest {
+    /// Whether a request with digest `other` is the request this one was taken of: the same
+    /// body, and the same card unless either digest was taken without the secret (then only the
+    /// body is compared; the card's last four digits are part of it).
+    pub fn matches(&self, other: &RequestDigest) -> bool {
+        let same_card = match (&self.card, &other.card) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => true,
+        };
+        self.body == other.body && same_card
+    }
+}
+
+/// What the orchestrator decided at checkout, kept with the order so that a retry with the same
+/// key is answered alike by any orchestrator, without asking the backends again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutRecord {
+    /// The request the decision was taken on.
+    pub request: RequestDigest,
+    /// The books suggested with an approval; none with a rejection.
+    pub suggestions: Vec<SuggestedBook>,
+}
+
+/// The orchestrator's verdict on a checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Approved { suggestions: Vec<SuggestedBook> },
+    Rejected { reasons: Vec<RejectionReason> },
+}
+
+/// A checkout decision to record: the order (for a rejection, its lines are not kept), the
+/// digest of its request, and the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub order: QueuedOrder,
+    pub request: RequestDigest,
+    pub verdict: Verdict,
+}
+
+/// The record that an order was executed: written once per order, under the lease it executed
+/// under, before the execution is reported done (see the module's "The record of an order").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub executor_id: String,
+    pub incarnation: u64,
+    /// The fencing token of the lease it was recorded under.
+    pub token: u64,
+    /// Shown time of the record.
+    pub at_ms: u64,
+}
+
 /// Where an order is in its life. The times are shown times (see the module's doc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderStatus {
@@ -212,10 +370,16 @@ pub enum OrderStatus {
         token: u64,
         since_ms: u64,
     },
-    /// Acknowledged by the executor that held the lease with `token`. Final.
+    /// Acknowledged by the executor that held the lease with `token` (the one that recorded the
+    /// execution, or a later holder that found it recorded). Final.
     Executed {
         executor_id: String,
         token: u64,
+        at_ms: u64,
+    },
+    /// Rejected at checkout; never queued. Final.
+    Rejected {
+        reasons: Vec<RejectionReason>,
         at_ms: u64,
     },
 }
@@ -223,18 +387,23 @@ pub enum OrderStatus {
 /// Everything the queue knows about one order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRecord {
+    /// For a rejected order, its id and customer only.
     pub order: QueuedOrder,
-    /// Position in commit order among all enqueues; breaks ties between equal priorities.
+    /// Position in commit order among all records; breaks ties between equal priorities.
     pub sequence: u64,
     pub status: OrderStatus,
-    /// Shown time of the enqueue.
+    /// Shown time of the enqueue (or the rejection).
     pub enqueued_at_ms: u64,
+    /// The checkout decision, for an order placed through the orchestrator.
+    pub checkout: Option<CheckoutRecord>,
+    /// The execution, once recorded.
+    pub execution: Option<Execution>,
 }
 
 /// The executors' leadership: who may dequeue, under which fencing token, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
-    pub holder: String,
+    pub holder: Holder,
     pub token: u64,
     /// The TTL asked for by the last grant or renewal; a new timeline honours it in full.
     pub ttl_ms: u64,
@@ -251,38 +420,47 @@ pub struct Lease {
 pub enum Command {
     /// Adds an order to the ready queue unless its id is already known (idempotent).
     Enqueue { at: Stamp, order: QueuedOrder },
-    /// Asks for the lease. Granted with a new token when no lease is held (or it expired); when
-    /// `executor_id` already holds it, the lease is extended to `now + ttl_ms` keeping its token
-    /// (never shortened).
+    /// Records a checkout decision unless the order id is already known: the first decision for
+    /// an id is final. An approved order is queued, a rejected one recorded as rejected.
+    Decide { at: Stamp, decision: Decision },
+    /// Asks for the lease. Granted with a new token when no lease is held (or it expired);
+    /// refused while one is, whoever holds it.
     Campaign {
         at: Stamp,
-        executor_id: String,
+        holder: Holder,
         ttl_ms: u64,
     },
     /// Extends the caller's lease to `now + ttl_ms` (never shortens it).
     RenewLease {
         at: Stamp,
-        executor_id: String,
+        holder: Holder,
         token: u64,
         ttl_ms: u64,
     },
     /// Gives the lease up; an order executing under it goes back to the ready queue.
     Resign {
         at: Stamp,
-        executor_id: String,
+        holder: Holder,
         token: u64,
     },
     /// Takes the highest-priority order for execution, or returns the one already executing under
     /// this lease (so a retried dequeue is harmless).
     Dequeue {
         at: Stamp,
-        executor_id: String,
+        holder: Holder,
         token: u64,
     },
-    /// Marks the order executing under this lease as executed.
+    /// Records the execution of the order executing under this lease, unless one is recorded.
+    RecordExecution {
+        at: Stamp,
+        holder: Holder,
+        token: u64,
+        order_id: String,
+    },
+    /// Marks the order executing under this lease, its execution recorded, as executed.
     Acknowledge {
         at: Stamp,
-        executor_id: String,
+        holder: Holder,
         token: u64,
         order_id: String,
     },
@@ -317,20 +495,43 @@ pub enum CommandResponse {
         order_id: String,
         status: OrderStatus,
     },
+    /// The decision was recorded at this position in commit order.
+    Decided { order_id: String, sequence: u64 },
+    /// The order id was already known, decided or enqueued; nothing changed. Its record says
+    /// what was decided.
+    AlreadyDecided { order_id: String },
     /// A new lease with a fresh fencing token; `expires_at_ms` is shown time.
     LeaseGranted { token: u64, expires_at_ms: u64 },
     /// The caller's lease was extended; the token is unchanged.
     LeaseRenewed { token: u64, expires_at_ms: u64 },
-    /// Another executor holds an unexpired lease.
-    LeaseHeld { holder: String, expires_at_ms: u64 },
+    /// A lease is in force (possibly the caller's own); nothing changed.
+    LeaseHeld { holder: Holder, expires_at_ms: u64 },
     /// The lease is released; the order that was executing under it, if any, is queued again.
     Resigned { requeued_order_id: Option<String> },
-    /// The order to execute now.
-    Dequeued { order: QueuedOrder },
+    /// The order to execute now, with its execution record if an earlier holder wrote one (then
+    /// it is only to be acknowledged).
+    Dequeued {
+        order: QueuedOrder,
+        execution: Option<Execution>,
+    },
     /// Nothing is waiting.
     QueueEmpty,
+    /// The execution is recorded under this lease (also the answer to a repeated record with the
+    /// same token, even after the lease ended).
+    ExecutionRecorded {
+        order_id: String,
+        execution: Execution,
+    },
+    /// An earlier holder recorded the execution; nothing changed. Acknowledge it, execute
+    /// nothing.
+    AlreadyExecuted {
+        order_id: String,
+        execution: Execution,
+    },
     /// The order is executed (also the answer to a repeated acknowledgement with the same token).
     Acknowledged { order_id: String, at_ms: u64 },
+    /// The order executing under the lease has no execution record yet; nothing changed.
+    NotRecorded { order_id: String },
     /// The lease is valid, but no order with this id exists.
     UnknownOrder { order_id: String },
     /// The lease is valid, but this order is not the one executing under it.
@@ -383,7 +584,7 @@ impl ReadyKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
     format: FormatTag,
-    /// Every order ever enqueued, by id.
+    /// Every order ever recorded, by id.
     #[serde(deserialize_with = "crate::codec::deserialize_ord_map")]
     orders: OrdMap<String, OrderRecord>,
     /// Ids of `Queued` orders, in dequeue order.
@@ -397,6 +598,7 @@ pub struct QueueState {
     last_granted_token: u64,
     next_sequence: u64,
     executed_count: u64,
+    rejected_count: u64,
     /// The state's time: the largest reading applied of the latest timeline.
     clock: Stamp,
 }
@@ -410,47 +612,48 @@ impl QueueState {
                 self.advance(at);
                 self.enqueue(order)
             }
-            Command::Campaign {
-                at,
-                executor_id,
-                ttl_ms,
-            } => match self.advance(at) {
+            Command::Decide { at, decision } => {
+                self.advance(at);
+                self.decide(decision)
+            }
+            Command::Campaign { at, holder, ttl_ms } => match self.advance(at) {
                 Reading::Older => self.stale_stamp(at),
-                Reading::Current | Reading::Newer => self.campaign(executor_id, *ttl_ms),
+                Reading::Current | Reading::Newer => self.campaign(holder, *ttl_ms),
             },
             Command::RenewLease {
                 at,
-                executor_id,
+                holder,
                 token,
                 ttl_ms,
             } => match self.advance(at) {
                 Reading::Older => self.stale_stamp(at),
-                Reading::Current | Reading::Newer => self.renew_lease(executor_id, *token, *ttl_ms),
+                Reading::Current | Reading::Newer => self.renew_lease(holder, *token, *ttl_ms),
             },
-            Command::Resign {
-                at,
-                executor_id,
-                token,
-            } => {
+            Command::Resign { at, holder, token } => {
                 self.advance(at);
-                self.resign(executor_id, *token)
+                self.resign(holder, *token)
             }
-            Command::Dequeue {
-                at,
-                executor_id,
-                token,
-            } => {
+            Command::Dequeue { at, holder, token } => {
                 self.advance(at);
-                self.dequeue(executor_id, *token)
+                self.dequeue(holder, *token)
             }
-            Command::Acknowledge {
+            Command::RecordExecution {
                 at,
-                executor_id,
+                holder,
                 token,
                 order_id,
             } => {
                 self.advance(at);
-                self.acknowledge(executor_id, *token, order_id)
+                self.record_execution(holder, *token, order_id)
+            }
+            Command::Acknowledge {
+                at,
+                holder,
+                token,
+                order_id,
+            } => {
+                self.advance(at);
+                self.acknowledge(holder, *token, order_id)
             }
             Command::Batch(commands) => {
                 CommandResponse::Batch(commands.iter().map(|command| self.apply(command)).collect())
@@ -552,9 +755,18 @@ impl QueueState {
         self.executed_count
     }
 
-    /// How many orders were ever enqueued (each id once, whatever became of it).
+    /// How many orders were rejected at checkout.
+    pub fn rejected_count(&self) -> u64 {
+        self.rejected_count
+    }
+
+    /// How many orders were ever enqueued, directly or approved at checkout (each id once,
+    /// whatever became of it); rejected orders are not counted.
     pub fn enqueued_count(&self) -> usize {
-        self.orders.len()
+        // `rejected_count` counts records of `orders`, so it is at most its length.
+        self.orders
+            .len()
+            .saturating_sub(usize::try_from(self.rejected_count).unwrap_or(usize::MAX))
     }
 
     /// How many leases were ever granted: tokens are handed out 1, 2, 3, ...
@@ -600,15 +812,60 @@ impl QueueState {
             .expect("ready queue and executing slot refer only to recorded orders")
     }
 
-    /// Refuses the command unless `token` is the current lease's and `executor_id` holds it.
+    /// The refusal of a command unless `token` is the current lease's and `holder` holds it.
     /// Expiry was already applied, so a lease still present is valid at the current clock.
-    fn check_lease(&self, executor_id: &str, token: u64) -> Result<(), CommandResponse> {
+    fn lease_refusal(&self, holder: &Holder, token: u64) -> Option<CommandResponse> {
         match &self.lease {
-            Some(lease) if lease.holder == executor_id && lease.token == token => Ok(()),
-            other => Err(CommandResponse::StaleToken {
+            Some(lease) if lease.holder == *holder && lease.token == token => None,
+            other => Some(CommandResponse::StaleToken {
                 current: other.as_ref().map(|lease| lease.token),
             }),
         }
+    }
+
+    /// The refusal of a command about `order_id` unless it is the order executing under the
+    /// lease (checked already).
+    fn executing_refusal(&self, order_id: &str) -> Option<CommandResponse> {
+        if self.executing_order.as_deref() == Some(order_id) {
+            return None;
+        }
+        Some(match self.orders.get(order_id) {
+            None => CommandResponse::UnknownOrder {
+                order_id: order_id.to_owned(),
+            },
+            Some(record) => CommandResponse::NotExecuting {
+                order_id: order_id.to_owned(),
+                status: record.status.clone(),
+            },
+        })
+    }
+
+    /// Adds a new record for `order` at the next sequence, queued unless it is rejected.
+    fn insert_record(
+        &mut self,
+        order: QueuedOrder,
+        status: OrderStatus,
+        checkout: Option<CheckoutRecord>,
+    ) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let order_id = order.order_id().to_owned();
+        let record = OrderRecord {
+            order,
+            sequence,
+            status,
+            enqueued_at_ms: self.clock.shown_ms(),
+            checkout,
+            execution: None,
+        };
+        match record.status {
+            OrderStatus::Queued => {
+                self.ready.insert(ReadyKey::of(&record), order_id.clone());
+            }
+            _ => self.rejected_count += 1,
+        }
+        self.orders.insert(order_id, record);
+        sequence
     }
 
     fn enqueue(&mut self, order: &QueuedOrder) -> CommandResponse {
@@ -618,21 +875,40 @@ impl QueueState {
                 status: record.status.clone(),
             };
         }
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        let record = OrderRecord {
-            order: order.clone(),
-            sequence,
-            status: OrderStatus::Queued,
-            enqueued_at_ms: self.clock.shown_ms(),
-        };
-        self.ready
-            .insert(ReadyKey::of(&record), order.order_id().to_owned());
-        self.orders.insert(order.order_id().to_owned(), record);
+        let sequence = self.insert_record(order.clone(), OrderStatus::Queued, None);
         CommandResponse::Enqueued {
             order_id: order.order_id().to_owned(),
             sequence,
         }
+    }
+
+    fn decide(&mut self, decision: &Decision) -> CommandResponse {
+        let order_id = decision.order.order_id().to_owned();
+        if self.orders.contains_key(&order_id) {
+            return CommandResponse::AlreadyDecided { order_id };
+        }
+        let (order, status, suggestions) = match &decision.verdict {
+            Verdict::Approved { suggestions } => (
+                decision.order.clone(),
+                OrderStatus::Queued,
+                suggestions.clone(),
+            ),
+            // A rejected order is never executed: its lines are not kept.
+            Verdict::Rejected { reasons } => (
+                QueuedOrder::new(&order_id, decision.order.customer(), Vec::new()),
+                OrderStatus::Rejected {
+                    reasons: reasons.clone(),
+                    at_ms: self.clock.shown_ms(),
+                },
+                Vec::new(),
+            ),
+        };
+        let checkout = CheckoutRecord {
+            request: decision.request.clone(),
+            suggestions,
+        };
+        let sequence = self.insert_record(order, status, Some(checkout));
+        CommandResponse::Decided { order_id, sequence }
     }
 
     /// Makes the lease last at least `ttl_ms` from the current time; returns the shown expiry.
@@ -648,52 +924,49 @@ impl QueueState {
         lease.expires_at_ms
     }
 
-    fn campaign(&mut self, executor_id: &str, ttl_ms: u64) -> CommandResponse {
-        match &mut self.lease {
-            Some(lease) if lease.holder == executor_id => CommandResponse::LeaseRenewed {
-                token: lease.token,
-                expires_at_ms: Self::extend(lease, &self.clock, ttl_ms),
-            },
-            Some(lease) => CommandResponse::LeaseHeld {
+    /// Grants a new lease with a new token, or refuses while one is in force, whoever holds it:
+    /// its holder already has the token, and anyone else asking under the same executor id is
+    /// another run (see the module's doc).
+    fn campaign(&mut self, holder: &Holder, ttl_ms: u64) -> CommandResponse {
+        if let Some(lease) = &self.lease {
+            return CommandResponse::LeaseHeld {
                 holder: lease.holder.clone(),
                 expires_at_ms: lease.expires_at_ms,
-            },
-            None => {
-                self.last_granted_token += 1;
-                let token = self.last_granted_token;
-                let mut lease = Lease {
-                    holder: executor_id.to_owned(),
-                    token,
-                    ttl_ms,
-                    expires_after_ms: 0,
-                    expires_at_ms: 0,
-                };
-                let expires_at_ms = Self::extend(&mut lease, &self.clock, ttl_ms);
-                self.lease = Some(lease);
-                CommandResponse::LeaseGranted {
-                    token,
-                    expires_at_ms,
-                }
-            }
+            };
+        }
+        self.last_granted_token += 1;
+        let token = self.last_granted_token;
+        let mut lease = Lease {
+            holder: holder.clone(),
+            token,
+            ttl_ms,
+            expires_after_ms: 0,
+            expires_at_ms: 0,
+        };
+        let expires_at_ms = Self::extend(&mut lease, &self.clock, ttl_ms);
+        self.lease = Some(lease);
+        CommandResponse::LeaseGranted {
+            token,
+            expires_at_ms,
         }
     }
 
-    fn renew_lease(&mut self, executor_id: &str, token: u64, ttl_ms: u64) -> CommandResponse {
-        match &mut self.lease {
-            Some(lease) if lease.holder == executor_id && lease.token == token => {
-                CommandResponse::LeaseRenewed {
-                    token,
-                    expires_at_ms: Self::extend(lease, &self.clock, ttl_ms),
-                }
-            }
-            other => CommandResponse::StaleToken {
-                current: other.as_ref().map(|lease| lease.token),
-            },
+    fn renew_lease(&mut self, holder: &Holder, token: u64, ttl_ms: u64) -> CommandResponse {
+        if let Some(refusal) = self.lease_refusal(holder, token) {
+            return refusal;
+        }
+        // Checked just above: the lease is there.
+        let Some(lease) = &mut self.lease else {
+            return CommandResponse::StaleToken { current: None };
+        };
+        CommandResponse::LeaseRenewed {
+            token,
+            expires_at_ms: Self::extend(lease, &self.clock, ttl_ms),
         }
     }
 
-    fn resign(&mut self, executor_id: &str, token: u64) -> CommandResponse {
-        if let Err(refusal) = self.check_lease(executor_id, token) {
+    fn resign(&mut self, holder: &Holder, token: u64) -> CommandResponse {
+        if let Some(refusal) = self.lease_refusal(holder, token) {
             return refusal;
         }
         CommandResponse::Resigned {
@@ -701,13 +974,14 @@ impl QueueState {
         }
     }
 
-    fn dequeue(&mut self, executor_id: &str, token: u64) -> CommandResponse {
-        if let Err(refusal) = self.check_lease(executor_id, token) {
+    fn dequeue(&mut self, holder: &Holder, token: u64) -> CommandResponse {
+        if let Some(refusal) = self.lease_refusal(holder, token) {
             return refusal;
         }
         if let Some(record) = self.executing() {
             return CommandResponse::Dequeued {
                 order: record.order.clone(),
+                execution: record.execution.clone(),
             };
         }
         let Some(next) = self.ready.get_min().map(|(key, _)| *key) else {
@@ -719,16 +993,60 @@ impl QueueState {
         let since_ms = self.clock.shown_ms();
         let record = self.record_mut(&order_id);
         record.status = OrderStatus::Executing {
-            executor_id: executor_id.to_owned(),
+            executor_id: holder.executor_id.clone(),
             token,
             since_ms,
         };
         let order = record.order.clone();
+        let execution = record.execution.clone();
         self.executing_order = Some(order_id);
-        CommandResponse::Dequeued { order }
+        CommandResponse::Dequeued { order, execution }
     }
 
-    fn acknowledge(&mut self, executor_id: &str, token: u64, order_id: &str) -> CommandResponse {
+    fn record_execution(&mut self, holder: &Holder, token: u64, order_id: &str) -> CommandResponse {
+        // A repeated record by the same lease changes nothing, so it is answered the same way
+        // even after that lease has ended: the executor learns that its execution counts.
+        if let Some(execution) = self
+            .orders
+            .get(order_id)
+            .and_then(|record| record.execution.as_ref())
+            && execution.token == token
+            && execution.executor_id == holder.executor_id
+            && execution.incarnation == holder.incarnation
+        {
+            return CommandResponse::ExecutionRecorded {
+                order_id: order_id.to_owned(),
+                execution: execution.clone(),
+            };
+        }
+        if let Some(refusal) = self
+            .lease_refusal(holder, token)
+            .or_else(|| self.executing_refusal(order_id))
+        {
+            return refusal;
+        }
+        let at_ms = self.clock.shown_ms();
+        let record = self.record_mut(order_id);
+        if let Some(execution) = &record.execution {
+            return CommandResponse::AlreadyExecuted {
+                order_id: order_id.to_owned(),
+                execution: execution.clone(),
+            };
+        }
+        let execution = Execution {
+            executor_id: holder.executor_id.clone(),
+            incarnation: holder.incarnation,
+            token,
+            at_ms,
+        };
+        record.execution = Some(execution.clone());
+        CommandResponse::ExecutionRecorded {
+            order_id: order_id.to_owned(),
+            execution,
+        }
+    }
+
+    fn acknowledge(&mut self, holder: &Holder, token: u64, order_id: &str) -> CommandResponse {
         // A repeated acknowledgement by the same lease changes nothing, so it is answered the
         // same way even after that lease has ended: the executor only learns the truth.
         if let Some(OrderRecord {
@@ -740,7 +1058,7 @@ impl QueueState {
                 },
             ..
         }) = self.orders.get(order_id)
-            && executed_by == executor_id
+            && *executed_by == holder.executor_id
             && *executed_under == token
         {
             return CommandResponse::Acknowledged {
@@ -748,28 +1066,26 @@ impl QueueState {
                 at_ms: *at_ms,
             };
         }
-        if let Err(refusal) = self.check_lease(executor_id, token) {
+        if let Some(refusal) = self
+            .lease_refusal(holder, token)
+            .or_else(|| self.executing_refusal(order_id))
+        {
             return refusal;
         }
-        if self.executing_order.as_deref() != Some(order_id) {
-            return match self.orders.get(order_id) {
-                None => CommandResponse::UnknownOrder {
-                    order_id: order_id.to_owned(),
-                },
-                Some(record) => CommandResponse::NotExecuting {
-                    order_id: order_id.to_owned(),
-                    status: record.status.clone(),
-                },
+        let at_ms = self.clock.shown_ms();
+        let record = self.record_mut(order_id);
+        if record.execution.is_none() {
+            return CommandResponse::NotRecorded {
+                order_id: order_id.to_owned(),
             };
         }
-        let at_ms = self.clock.shown_ms();
-        self.executing_order = None;
-        self.executed_count += 1;
-        self.record_mut(order_id).status = OrderStatus::Executed {
-            executor_id: executor_id.to_owned(),
+        record.status = OrderStatus::Executed {
+            executor_id: holder.executor_id.clone(),
             token,
             at_ms,
         };
+        self.executing_order = None;
+        self.executed_count += 1;
         CommandResponse::Acknowledged {
             order_id: order_id.to_owned(),
             at_ms,
@@ -830,45 +1146,140 @@ mod tests {
         }
     }
 
-    fn campaign(executor_id: &str, ttl_ms: u64, at: impl AtTime) -> Command {
+    /// Anything that stands for a lease holder: an executor id (its one run, incarnation 1, in
+    /// the tests that restart no executor), or a holder.
+    trait AsHolder {
+        fn holder(self) -> Holder;
+    }
+
+    impl AsHolder for &str {
+        fn holder(self) -> Holder {
+            Holder::new(self, 1)
+        }
+    }
+
+    impl AsHolder for &Holder {
+        fn holder(self) -> Holder {
+            self.clone()
+        }
+    }
+
+    fn campaign(holder: impl AsHolder, ttl_ms: u64, at: impl AtTime) -> Command {
         Command::Campaign {
             at: at.stamp(),
-            executor_id: executor_id.into(),
+            holder: holder.holder(),
             ttl_ms,
         }
     }
 
-    fn renew(executor_id: &str, token: u64, ttl_ms: u64, at: impl AtTime) -> Command {
+    fn renew(holder: impl AsHolder, token: u64, ttl_ms: u64, at: impl AtTime) -> Command {
         Command::RenewLease {
             at: at.stamp(),
-            executor_id: executor_id.into(),
+            holder: holder.holder(),
             token,
             ttl_ms,
         }
     }
 
-    fn resign(executor_id: &str, token: u64, at: impl AtTime) -> Command {
+    fn resign(holder: impl AsHolder, token: u64, at: impl AtTime) -> Command {
         Command::Resign {
             at: at.stamp(),
-            executor_id: executor_id.into(),
+            holder: holder.holder(),
             token,
         }
     }
 
-    fn dequeue(executor_id: &str, token: u64, at: impl AtTime) -> Command {
+    fn dequeue(holder: impl AsHolder, token: u64, at: impl AtTime) -> Command {
         Command::Dequeue {
             at: at.stamp(),
-            executor_id: executor_id.into(),
+            holder: holder.holder(),
             token,
         }
     }
 
-    fn acknowledge(executor_id: &str, token: u64, order_id: &str, at: impl AtTime) -> Command {
-        Command::Acknowledge {
+    fn record(holder: impl AsHolder, token: u64, order_id: &str, at: impl AtTime) -> Command {
+        Command::RecordExecution {
             at: at.stamp(),
-            executor_id: executor_id.into(),
+            holder: holder.holder(),
             token,
             order_id: order_id.into(),
+        }
+    }
+
+    fn acknowledge(holder: impl AsHolder, token: u64, order_id: &str, at: impl AtTime) -> Command {
+        Command::Acknowledge {
+            at: at.stamp(),
+            holder: holder.holder(),
+            token,
+            order_id: order_id.into(),
+        }
+    }
+
+    /// What a holder does once it executed the order in hand: records the execution, then
+    /// acknowledges it. Returns the acknowledgement's answer.
+    fn finish(
+        state: &mut QueueState,
+        holder: impl AsHolder,
+        token: u64,
+        order_id: &str,
+        at: impl AtTime,
+    ) -> CommandResponse {
+        let (holder, at) = (holder.holder(), at.stamp());
+        let recorded = state.apply(&record(&holder, token, order_id, at));
+        assert!(
+            matches!(recorded, CommandResponse::ExecutionRecorded { .. }),
+            "recording {order_id} got {recorded:?}"
+        );
+        state.apply(&acknowledge(&holder, token, order_id, at))
+    }
+
+    fn digest(body: u8, card: Option<u8>) -> RequestDigest {
+        RequestDigest {
+            body: [body; 32],
+            card: card.map(|card| [card; 32]),
+        }
+    }
+
+    fn reason(code: &str) -> RejectionReason {
+        RejectionReason {
+            service: "fraud-detection".into(),
+            code: code.into(),
+            field: "creditCard.number".into(),
+            message: format!("{code} fired"),
+        }
+    }
+
+    fn book(book_id: &str) -> SuggestedBook {
+        SuggestedBook {
+            book_id: book_id.into(),
+            title: format!("Title of {book_id}"),
+            author: "Author".into(),
+        }
+    }
+
+    fn approve(order_id: &str, quantities: &[u32], body: u8, at: impl AtTime) -> Command {
+        Command::Decide {
+            at: at.stamp(),
+            decision: Decision {
+                order: order(order_id, quantities),
+                request: digest(body, Some(body)),
+                verdict: Verdict::Approved {
+                    suggestions: vec![book("b1"), book("b2")],
+                },
+            },
+        }
+    }
+
+    fn reject(order_id: &str, body: u8, at: impl AtTime) -> Command {
+        Command::Decide {
+            at: at.stamp(),
+            decision: Decision {
+                order: order(order_id, &[2]),
+                request: digest(body, Some(body)),
+                verdict: Verdict::Rejected {
+                    reasons: vec![reason("card_velocity")],
+                },
+            },
         }
     }
 
@@ -876,18 +1287,20 @@ mod tests {
     fn stamp_of(command: &Command) -> Option<Stamp> {
         match command {
             Command::Enqueue { at, .. }
+            | Command::Decide { at, .. }
             | Command::Campaign { at, .. }
             | Command::RenewLease { at, .. }
             | Command::Resign { at, .. }
             | Command::Dequeue { at, .. }
+            | Command::RecordExecution { at, .. }
             | Command::Acknowledge { at, .. } => Some(*at),
             Command::Batch(commands) => commands.last().and_then(stamp_of),
         }
     }
 
     /// Applies a campaign that must be granted and returns the new token.
-    fn grant(state: &mut QueueState, executor_id: &str, ttl_ms: u64, at: impl AtTime) -> u64 {
-        match state.apply(&campaign(executor_id, ttl_ms, at)) {
+    fn grant(state: &mut QueueState, holder: impl AsHolder, ttl_ms: u64, at: impl AtTime) -> u64 {
+        match state.apply(&campaign(holder, ttl_ms, at)) {
             CommandResponse::LeaseGranted { token, .. } => token,
             other => panic!("expected a grant, got {other:?}"),
         }
@@ -908,7 +1321,7 @@ mod tests {
 
     fn dequeued_id(response: CommandResponse) -> String {
         match response {
-            CommandResponse::Dequeued { order } => order.order_id().to_owned(),
+            CommandResponse::Dequeued { order, .. } => order.order_id().to_owned(),
             other => panic!("expected an order, got {other:?}"),
         }
     }
@@ -972,7 +1385,7 @@ mod tests {
         state.apply(&enqueue("a", &[1], 0));
         let token = grant(&mut state, "e1", 100, 0);
         state.apply(&dequeue("e1", token, 1));
-        state.apply(&acknowledge("e1", token, "a", 2));
+        finish(&mut state, "e1", token, "a", 2);
         assert_eq!(
             state.apply(&enqueue("a", &[1], 3)),
             CommandResponse::AlreadyEnqueued {
@@ -1004,7 +1417,7 @@ mod tests {
         let mut taken = Vec::new();
         for now_ms in 1..=4 {
             let order_id = dequeued_id(state.apply(&dequeue("e1", token, now_ms)));
-            state.apply(&acknowledge("e1", token, &order_id, now_ms));
+            finish(&mut state, "e1", token, &order_id, now_ms);
             taken.push(order_id);
         }
         assert_eq!(taken, ["big", "middle", "small-first", "small-second"]);
@@ -1028,7 +1441,7 @@ mod tests {
         assert_eq!(
             state.lease(),
             Some(&Lease {
-                holder: "e1".into(),
+                holder: "e1".holder(),
                 token: 1,
                 ttl_ms: 100,
                 expires_after_ms: 150,
@@ -1044,23 +1457,45 @@ mod tests {
         assert_eq!(
             state.apply(&campaign("e2", 100, 99)),
             CommandResponse::LeaseHeld {
-                holder: "e1".into(),
+                holder: "e1".holder(),
                 expires_at_ms: 100
             }
         );
     }
 
+    /// Claim 3 of issue 15: a campaign by the holder was answered with its lease extended under
+    /// the same token, so a restarted executor (or a second process with its id) that read the
+    /// lease as free resumed it, and took the order executing under it again.
     #[test]
-    fn campaign_by_the_holder_extends_its_lease_with_the_same_token() {
+    fn a_campaign_never_hands_back_a_token_in_force() {
         let mut state = QueueState::default();
-        let token = grant(&mut state, "e1", 100, 0);
-        assert_eq!(
-            state.apply(&campaign("e1", 100, 60)),
-            CommandResponse::LeaseRenewed {
-                token,
-                expires_at_ms: 160
-            }
-        );
+        state.apply(&enqueue("a", &[1], 0));
+        let first_run = Holder::new("e1", 11);
+        let token = grant(&mut state, &first_run, 100, 0);
+        dequeued_id(state.apply(&dequeue(&first_run, token, 1)));
+        let before = state.clone();
+        let held = CommandResponse::LeaseHeld {
+            holder: first_run.clone(),
+            expires_at_ms: 100,
+        };
+        // The same run asking again (its grant's answer lost), and its next run.
+        assert_eq!(state.apply(&campaign(&first_run, 100, 60)), held);
+        let next_run = Holder::new("e1", 12);
+        assert_eq!(state.apply(&campaign(&next_run, 100, 60)), held);
+        assert_eq!(state.lease(), before.lease());
+        // The next run cannot use the first run's token either.
+        let stale = CommandResponse::StaleToken {
+            current: Some(token),
+        };
+        assert_eq!(state.apply(&dequeue(&next_run, token, 61)), stale);
+        assert_eq!(state.apply(&renew(&next_run, token, 100, 61)), stale);
+        assert_eq!(state.apply(&resign(&next_run, token, 61)), stale);
+        assert_eq!(state.apply(&record(&next_run, token, "a", 61)), stale);
+        assert_eq!(state.apply(&acknowledge(&next_run, token, "a", 61)), stale);
+        // Once the lease expired, the next run gets a token of its own, and the order back.
+        let own = grant(&mut state, &next_run, 100, 100);
+        assert!(own > token);
+        assert_eq!(dequeued_id(state.apply(&dequeue(&next_run, own, 101))), "a");
     }
 
     #[test]
@@ -1069,7 +1504,10 @@ mod tests {
         let first = grant(&mut state, "e1", 100, 0);
         let second = grant(&mut state, "e2", 100, 100);
         assert!(second > first);
-        assert_eq!(state.lease().map(|lease| lease.holder.as_str()), Some("e2"));
+        assert_eq!(
+            state.lease().map(|lease| lease.holder.executor_id.as_str()),
+            Some("e2")
+        );
     }
 
     #[test]
@@ -1239,7 +1677,8 @@ mod tests {
         assert_eq!(
             state.apply(&dequeue("e1", token, 5)),
             CommandResponse::Dequeued {
-                order: order("a", &[1])
+                order: order("a", &[1]),
+                execution: None
             }
         );
         assert_eq!(
@@ -1306,7 +1745,7 @@ mod tests {
         let token = grant(&mut state, "e1", 100, 0);
         state.apply(&dequeue("e1", token, 1));
         assert_eq!(
-            state.apply(&acknowledge("e1", token, "a", 7)),
+            finish(&mut state, "e1", token, "a", 7),
             CommandResponse::Acknowledged {
                 order_id: "a".into(),
                 at_ms: 7
@@ -1330,7 +1769,7 @@ mod tests {
         state.apply(&enqueue("a", &[1], 0));
         let token = grant(&mut state, "e1", 100, 0);
         state.apply(&dequeue("e1", token, 1));
-        let first = state.apply(&acknowledge("e1", token, "a", 7));
+        let first = finish(&mut state, "e1", token, "a", 7);
         let again = state.apply(&acknowledge("e1", token, "a", 8));
         state.apply(&resign("e1", token, 9));
         let after_resigning = state.apply(&acknowledge("e1", token, "a", 10));
@@ -1345,7 +1784,7 @@ mod tests {
         state.apply(&enqueue("a", &[1], 0));
         let first = grant(&mut state, "e1", 100, 0);
         state.apply(&dequeue("e1", first, 1));
-        state.apply(&acknowledge("e1", first, "a", 2));
+        finish(&mut state, "e1", first, "a", 2);
         state.apply(&resign("e1", first, 3));
         let second = grant(&mut state, "e2", 100, 4);
         assert_eq!(
@@ -1389,6 +1828,245 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_is_recorded_once_and_the_first_stands() {
+        let mut state = QueueState::default();
+        assert_eq!(
+            state.apply(&approve("a", &[2, 1], 1, 10)),
+            CommandResponse::Decided {
+                order_id: "a".into(),
+                sequence: 0
+            }
+        );
+        let before = state.clone();
+        for (retry, at) in [(approve("a", &[9], 2, 11), 11), (reject("a", 1, 12), 12)] {
+            assert_eq!(
+                state.apply(&retry),
+                CommandResponse::AlreadyDecided {
+                    order_id: "a".into()
+                },
+                "at {at}"
+            );
+        }
+        assert_eq!(state.orders, before.orders, "the first decision stands");
+        let record = state.order_status("a").expect("decided");
+        assert_eq!(record.status, OrderStatus::Queued);
+        assert_eq!(record.order.priority(), 3);
+        assert_eq!(
+            record.checkout,
+            Some(CheckoutRecord {
+                request: digest(1, Some(1)),
+                suggestions: vec![book("b1"), book("b2")],
+            })
+        );
+        assert_eq!(peeked_ids(&state), ["a"]);
+        assert_eq!(state.enqueued_count(), 1);
+    }
+
+    #[test]
+    fn a_rejection_is_a_terminal_record_with_its_reasons() {
+        let mut state = QueueState::default();
+        assert_eq!(
+            state.apply(&reject("r", 1, 10)),
+            CommandResponse::Decided {
+                order_id: "r".into(),
+                sequence: 0
+            }
+        );
+        let record = state.order_status("r").expect("recorded");
+        assert_eq!(
+            record.status,
+            OrderStatus::Rejected {
+                reasons: vec![reason("card_velocity")],
+                at_ms: 10
+            }
+        );
+        assert!(record.order.items().is_empty(), "its lines are not kept");
+        assert_eq!(
+            record.checkout.as_ref().map(|c| c.suggestions.len()),
+            Some(0)
+        );
+        assert_eq!((state.queue_depth(), state.enqueued_count()), (0, 0));
+        assert_eq!(state.rejected_count(), 1);
+        assert!(matches!(
+            state.apply(&enqueue("r", &[1], 11)),
+            CommandResponse::AlreadyEnqueued {
+                status: OrderStatus::Rejected { .. },
+                ..
+            }
+        ));
+        let token = grant(&mut state, "e1", 100, 12);
+        assert_eq!(
+            state.apply(&dequeue("e1", token, 13)),
+            CommandResponse::QueueEmpty
+        );
+    }
+
+    #[test]
+    fn an_enqueued_order_is_not_decided_again() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("a", &[1], 0));
+        assert_eq!(
+            state.apply(&approve("a", &[1], 1, 1)),
+            CommandResponse::AlreadyDecided {
+                order_id: "a".into()
+            }
+        );
+        assert_eq!(state.order_status("a").map(|r| &r.checkout), Some(&None));
+    }
+
+    #[test]
+    fn request_digests_match_on_the_body_and_on_the_card_when_both_have_one() {
+        assert!(digest(1, Some(1)).matches(&digest(1, Some(1))));
+        assert!(!digest(1, Some(1)).matches(&digest(2, Some(1))));
+        assert!(!digest(1, Some(1)).matches(&digest(1, Some(2))));
+        assert!(digest(1, None).matches(&digest(1, Some(2))));
+        assert!(digest(1, Some(2)).matches(&digest(1, None)));
+        assert!(!digest(1, None).matches(&digest(2, None)));
+    }
+
+    #[test]
+    fn bounded_text_cuts_at_a_character_boundary() {
+        assert_eq!(bounded_text("short"), "short");
+        let long = "é".repeat(MAX_TEXT_BYTES);
+        let cut = bounded_text(&long);
+        assert!(cut.len() <= MAX_TEXT_BYTES && cut.len() >= MAX_TEXT_BYTES - 1);
+        assert!(long.starts_with(&cut));
+    }
+
+    #[test]
+    fn an_execution_is_recorded_once_under_the_lease() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("a", &[1], 0));
+        let token = grant(&mut state, "e1", 100, 0);
+        state.apply(&dequeue("e1", token, 1));
+        let recorded = CommandResponse::ExecutionRecorded {
+            order_id: "a".into(),
+            execution: Execution {
+                executor_id: "e1".into(),
+                incarnation: 1,
+                token,
+                at_ms: 5,
+            },
+        };
+        assert_eq!(state.apply(&record("e1", token, "a", 5)), recorded);
+        let before = state.clone();
+        assert_eq!(state.apply(&record("e1", token, "a", 6)), recorded);
+        assert_eq!(
+            state.orders, before.orders,
+            "a repeated record changes nothing"
+        );
+        state.apply(&resign("e1", token, 7));
+        assert_eq!(
+            state.apply(&record("e1", token, "a", 8)),
+            recorded,
+            "answered alike after the lease ended"
+        );
+    }
+
+    #[test]
+    fn acknowledge_needs_the_execution_recorded_first() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("a", &[1], 0));
+        let token = grant(&mut state, "e1", 100, 0);
+        state.apply(&dequeue("e1", token, 1));
+        let before = state.clone();
+        assert_eq!(
+            state.apply(&acknowledge("e1", token, "a", 2)),
+            CommandResponse::NotRecorded {
+                order_id: "a".into()
+            }
+        );
+        assert_eq!(state.orders, before.orders);
+        assert_eq!(state.executed_count(), 0);
+    }
+
+    /// Claim 5 of issue 15: a holder that executed an order and lost its lease before
+    /// acknowledging it had the next holder execute it again.
+    #[test]
+    fn a_next_holder_finds_the_execution_recorded_and_only_acknowledges() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("a", &[1], 0));
+        let first = grant(&mut state, "e1", 100, 0);
+        state.apply(&dequeue("e1", first, 1));
+        state.apply(&record("e1", first, "a", 50));
+        // e1 pauses past its lease; the order goes back to the queue with its record.
+        let second = grant(&mut state, "e2", 100, 100);
+        assert_eq!(
+            state.order_status("a").map(|record| &record.status),
+            Some(&OrderStatus::Queued)
+        );
+        let recorded_by_e1 = Execution {
+            executor_id: "e1".into(),
+            incarnation: 1,
+            token: first,
+            at_ms: 50,
+        };
+        assert_eq!(
+            state.apply(&dequeue("e2", second, 101)),
+            CommandResponse::Dequeued {
+                order: order("a", &[1]),
+                execution: Some(recorded_by_e1.clone())
+            }
+        );
+        assert_eq!(
+            state.apply(&record("e2", second, "a", 102)),
+            CommandResponse::AlreadyExecuted {
+                order_id: "a".into(),
+                execution: recorded_by_e1.clone()
+            }
+        );
+        assert_eq!(
+            state.apply(&acknowledge("e2", second, "a", 103)),
+            CommandResponse::Acknowledged {
+                order_id: "a".into(),
+                at_ms: 103
+            }
+        );
+        let known = state.order_status("a").expect("known");
+        assert_eq!(known.execution, Some(recorded_by_e1));
+        assert_eq!(state.executed_count(), 1);
+        // e1 comes back: it learns its execution counted, and cannot acknowledge.
+        assert!(matches!(
+            state.apply(&record("e1", first, "a", 104)),
+            CommandResponse::ExecutionRecorded { .. }
+        ));
+        assert!(matches!(
+            state.apply(&acknowledge("e1", first, "a", 104)),
+            CommandResponse::StaleToken { .. }
+        ));
+    }
+
+    #[test]
+    fn a_deposed_or_foreign_holder_records_nothing() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("a", &[1], 0));
+        state.apply(&enqueue("b", &[1], 0));
+        let first = grant(&mut state, "e1", 100, 0);
+        state.apply(&dequeue("e1", first, 1));
+        assert_eq!(
+            state.apply(&record("e1", first, "b", 2)),
+            CommandResponse::NotExecuting {
+                order_id: "b".into(),
+                status: OrderStatus::Queued
+            }
+        );
+        assert_eq!(
+            state.apply(&record("e1", first, "nope", 2)),
+            CommandResponse::UnknownOrder {
+                order_id: "nope".into()
+            }
+        );
+        let second = grant(&mut state, "e2", 100, 100);
+        assert_eq!(
+            state.apply(&record("e1", first, "a", 101)),
+            CommandResponse::StaleToken {
+                current: Some(second)
+            }
+        );
+        assert_eq!(state.order_status("a").map(|r| &r.execution), Some(&None));
+    }
+
+    #[test]
     fn time_never_goes_backwards_on_one_leaders_clock() {
         let mut state = QueueState::default();
         let token = grant(&mut state, "e1", 100, 1_000);
@@ -1428,7 +2106,7 @@ mod tests {
         assert_eq!(
             state.apply(&campaign("e2", 4_000, skewed(0))),
             CommandResponse::LeaseHeld {
-                holder: "e1".into(),
+                holder: "e1".holder(),
                 expires_at_ms: WALL_MS + 1_500 + 10_000 + 4_000
             }
         );
@@ -1698,6 +2376,22 @@ mod tests {
         assert!(error.to_string().contains("older queue-node"), "{error}");
     }
 
+    /// Data of the format before checkout decisions and execution records (tag `0xC10C_0002`)
+    /// is refused as well: a command and a state as that format began them.
+    #[test]
+    fn entries_and_snapshots_of_the_previous_tagged_format_are_refused() {
+        let previous_tag = crate::codec::encode(&0xC10C_0002u32).expect("encodes");
+        let mut stamp = previous_tag.clone();
+        stamp.extend(crate::codec::encode(&ONE_LEADER).expect("encodes"));
+        stamp.extend(crate::codec::encode(&5u64).expect("encodes"));
+        let mut command = crate::codec::encode(&2u32).expect("encodes");
+        command.extend(&stamp);
+        let error = crate::codec::decode::<Command>(&command).expect_err("refused");
+        assert!(error.to_string().contains("older queue-node"), "{error}");
+        let error = crate::codec::decode::<QueueState>(&previous_tag).expect_err("refused");
+        assert!(error.to_string().contains("older queue-node"), "{error}");
+    }
+
     #[test]
     fn state_survives_a_bincode_round_trip() {
         let mut state = QueueState::default();
@@ -1705,6 +2399,8 @@ mod tests {
         state.apply(&enqueue("b", &[3], 0));
         let token = grant(&mut state, "e1", 100, 0);
         state.apply(&dequeue("e1", token, 1));
+        state.apply(&record("e1", token, "b", 2));
+        state.apply(&reject("c", 7, 3));
         let bytes = bincode::serialize(&state).expect("state encodes");
         let decoded: QueueState = bincode::deserialize(&bytes).expect("state decodes");
         assert_eq!(decoded, state);
@@ -1747,15 +2443,34 @@ mod tests {
             else {
                 unreachable!("filtered on Executing")
             };
-            prop_assert_eq!(executor_id, &lease.holder);
+            prop_assert_eq!(executor_id, &lease.holder.executor_id);
             prop_assert_eq!(*token, lease.token);
         }
-        let executed = state
-            .orders
-            .values()
-            .filter(|record| matches!(record.status, OrderStatus::Executed { .. }))
-            .count();
-        prop_assert_eq!(executed as u64, state.executed_count);
+        let mut executed = 0;
+        let mut rejected = 0;
+        for record in state.orders.values() {
+            if let Some(execution) = &record.execution {
+                prop_assert!(execution.token <= state.last_granted_token);
+            }
+            match &record.status {
+                OrderStatus::Executed { token, .. } => {
+                    executed += 1;
+                    let execution = record.execution.as_ref();
+                    prop_assert!(execution.is_some(), "executed without a record");
+                    prop_assert!(execution.is_some_and(|execution| execution.token <= *token));
+                }
+                OrderStatus::Rejected { reasons, .. } => {
+                    rejected += 1;
+                    prop_assert!(!reasons.is_empty());
+                    prop_assert!(record.checkout.is_some());
+                    prop_assert!(record.execution.is_none());
+                    prop_assert!(record.order.items().is_empty());
+                }
+                OrderStatus::Queued | OrderStatus::Executing { .. } => {}
+            }
+        }
+        prop_assert_eq!(executed, state.executed_count);
+        prop_assert_eq!(rejected, state.rejected_count);
         if let Some(lease) = &state.lease {
             prop_assert!(lease.token <= state.last_granted_token);
         }
@@ -1786,7 +2501,20 @@ mod tests {
             order: u8,
             quantities: Vec<u32>,
         },
+        /// A checkout decision on `order`, for a request with digest `body`.
+        Decide {
+            order: u8,
+            quantities: Vec<u32>,
+            approved: bool,
+            body: u8,
+        },
         Campaign {
+            executor: usize,
+            ttl_ms: u64,
+        },
+        /// The executor's process restarts: a new incarnation, which campaigns at once (as after
+        /// reading a stale "free" lease). Its tokens are the earlier run's.
+        Restart {
             executor: usize,
             ttl_ms: u64,
         },
@@ -1802,6 +2530,11 @@ mod tests {
         Dequeue {
             executor: usize,
             token: TokenChoice,
+        },
+        Record {
+            executor: usize,
+            token: TokenChoice,
+            order: OrderChoice,
         },
         Acknowledge {
             executor: usize,
@@ -1821,24 +2554,38 @@ mod tests {
         ]
     }
 
+    fn order_choice() -> impl Strategy<Value = OrderChoice> {
+        prop_oneof![
+            3 => Just(OrderChoice::Executing),
+            1 => (0u8..12).prop_map(OrderChoice::Numbered),
+        ]
+    }
+
     fn step() -> impl Strategy<Value = Step> {
         let executor = 0..EXECUTORS.len();
         prop_oneof![
-            3 => (0u8..12, vec(0u32..5, 0..4))
+            2 => (0u8..12, vec(0u32..5, 0..4))
                 .prop_map(|(order, quantities)| Step::Enqueue { order, quantities }),
+            2 => (0u8..12, vec(1u32..5, 1..4), proptest::bool::weighted(0.7), 0u8..3)
+                .prop_map(|(order, quantities, approved, body)| Step::Decide {
+                    order,
+                    quantities,
+                    approved,
+                    body,
+                }),
             2 => (executor.clone(), 1u64..200)
                 .prop_map(|(executor, ttl_ms)| Step::Campaign { executor, ttl_ms }),
+            1 => (executor.clone(), 1u64..200)
+                .prop_map(|(executor, ttl_ms)| Step::Restart { executor, ttl_ms }),
             1 => (executor.clone(), token_choice(), 1u64..200)
                 .prop_map(|(executor, token, ttl_ms)| Step::Renew { executor, token, ttl_ms }),
             1 => (executor.clone(), token_choice())
                 .prop_map(|(executor, token)| Step::Resign { executor, token }),
             3 => (executor.clone(), token_choice())
                 .prop_map(|(executor, token)| Step::Dequeue { executor, token }),
-            3 => (
-                executor,
-                token_choice(),
-                prop_oneof![3 => Just(OrderChoice::Executing), 1 => (0u8..12).prop_map(OrderChoice::Numbered)],
-            )
+            3 => (executor.clone(), token_choice(), order_choice())
+                .prop_map(|(executor, token, order)| Step::Record { executor, token, order }),
+            3 => (executor, token_choice(), order_choice())
                 .prop_map(|(executor, token, order)| Step::Acknowledge { executor, token, order }),
         ]
     }
@@ -1883,9 +2630,15 @@ mod tests {
         earlier_term: Option<Stamp>,
         /// Leaders so far; numbers each one's incarnation.
         leaders: u64,
+        /// Each executor's current run.
+        incarnations: [u64; EXECUTORS.len()],
         own_tokens: [u64; EXECUTORS.len()],
         last_granted: u64,
+        /// Orders queued to be executed (enqueued, or approved at checkout).
         enqueued: BTreeSet<String>,
+        rejected: BTreeSet<String>,
+        /// Every execution record written, as first written.
+        recorded: std::collections::BTreeMap<String, Execution>,
         executed: BTreeSet<String>,
     }
 
@@ -1898,11 +2651,18 @@ mod tests {
                 now: Stamp::new(ONE_LEADER, 0),
                 earlier_term: None,
                 leaders: 1,
+                incarnations: [1; EXECUTORS.len()],
                 own_tokens: [0; EXECUTORS.len()],
                 last_granted: 0,
                 enqueued: BTreeSet::new(),
+                rejected: BTreeSet::new(),
+                recorded: std::collections::BTreeMap::new(),
                 executed: BTreeSet::new(),
             }
+        }
+
+        fn holder(&self, executor: usize) -> Holder {
+            Holder::new(EXECUTORS[executor], self.incarnations[executor])
         }
 
         fn token(&self, executor: usize, choice: &TokenChoice) -> u64 {
@@ -1914,59 +2674,101 @@ mod tests {
             }
         }
 
-        fn command(&self, step: &Step, at: Stamp) -> Command {
+        fn order_id(&self, choice: &OrderChoice) -> String {
+            match choice {
+                OrderChoice::Executing => self
+                    .state
+                    .executing()
+                    .map_or("order-none".to_owned(), |record| {
+                        record.order.order_id().to_owned()
+                    }),
+                OrderChoice::Numbered(order) => format!("order-{order}"),
+            }
+        }
+
+        fn command(&mut self, step: &Step, at: Stamp) -> Command {
             match step {
                 Step::Enqueue { order, quantities } => {
                     enqueue(&format!("order-{order}"), quantities, at)
                 }
-                Step::Campaign { executor, ttl_ms } => campaign(EXECUTORS[*executor], *ttl_ms, at),
+                Step::Decide {
+                    order: number,
+                    quantities,
+                    approved,
+                    body,
+                } => {
+                    let order_id = format!("order-{number}");
+                    let verdict = if *approved {
+                        Verdict::Approved {
+                            suggestions: vec![book("b1")],
+                        }
+                    } else {
+                        Verdict::Rejected {
+                            reasons: vec![reason("card_velocity")],
+                        }
+                    };
+                    Command::Decide {
+                        at,
+                        decision: Decision {
+                            order: order(&order_id, quantities),
+                            request: digest(*body, Some(*body)),
+                            verdict,
+                        },
+                    }
+                }
+                Step::Campaign { executor, ttl_ms } => {
+                    campaign(&self.holder(*executor), *ttl_ms, at)
+                }
+                Step::Restart { executor, ttl_ms } => {
+                    self.incarnations[*executor] += 1;
+                    campaign(&self.holder(*executor), *ttl_ms, at)
+                }
                 Step::Renew {
                     executor,
                     token,
                     ttl_ms,
                 } => renew(
-                    EXECUTORS[*executor],
+                    &self.holder(*executor),
                     self.token(*executor, token),
                     *ttl_ms,
                     at,
                 ),
                 Step::Resign { executor, token } => {
-                    resign(EXECUTORS[*executor], self.token(*executor, token), at)
+                    resign(&self.holder(*executor), self.token(*executor, token), at)
                 }
                 Step::Dequeue { executor, token } => {
-                    dequeue(EXECUTORS[*executor], self.token(*executor, token), at)
+                    dequeue(&self.holder(*executor), self.token(*executor, token), at)
                 }
+                Step::Record {
+                    executor,
+                    token,
+                    order,
+                } => record(
+                    &self.holder(*executor),
+                    self.token(*executor, token),
+                    &self.order_id(order),
+                    at,
+                ),
                 Step::Acknowledge {
                     executor,
                     token,
                     order,
-                } => {
-                    let order_id = match order {
-                        OrderChoice::Executing => self
-                            .state
-                            .executing()
-                            .map_or("order-none".to_owned(), |record| {
-                                record.order.order_id().to_owned()
-                            }),
-                        OrderChoice::Numbered(order) => format!("order-{order}"),
-                    };
-                    acknowledge(
-                        EXECUTORS[*executor],
-                        self.token(*executor, token),
-                        &order_id,
-                        at,
-                    )
-                }
+                } => acknowledge(
+                    &self.holder(*executor),
+                    self.token(*executor, token),
+                    &self.order_id(order),
+                    at,
+                ),
             }
         }
 
-        /// Whether `before` should honour `token` from `executor_id` at `at`, decided from the
-        /// lease and the clock alone rather than from the code under test: on the same timeline
-        /// time is the latest reading; a newer one honours the lease a full TTL from its start; an
-        /// older one moves nothing.
-        fn lease_valid(before: &QueueState, executor_id: &str, token: u64, at: &Stamp) -> bool {
+        /// How the lease of `before` stands at `at`, decided from the lease and the clock alone
+        /// rather than from the code under test: on the same timeline time is the latest reading;
+        /// a newer one honours the lease a full TTL from its start; an older one moves nothing.
+        /// `Some(lease)` when a lease is in force then.
+        fn lease_in_force<'s>(before: &'s QueueState, at: &Stamp) -> Option<&'s Lease> {
             let clock = before.clock();
-            before.lease().is_some_and(|lease| {
+            before.lease().filter(|lease| {
                 let (elapsed_ms, expires_after_ms) = if at.timeline == clock.timeline {
                     (clock.elapsed_ms.max(at.elapsed_ms), lease.expires_after_ms)
                 } else if at.timeline.term >= clock.timeline.term {
@@ -1974,8 +2776,14 @@ mod tests {
                 } else {
                     (clock.elapsed_ms, lease.expires_after_ms)
                 };
-                lease.holder == executor_id && lease.token == token && elapsed_ms < expires_after_ms
+                elapsed_ms < expires_after_ms
             })
+        }
+
+        /// Whether `before` should honour `token` from `holder` at `at`.
+        fn lease_valid(before: &QueueState, holder: &Holder, token: u64, at: &Stamp) -> bool {
+            Self::lease_in_force(before, at)
+                .is_some_and(|lease| lease.holder == *holder && lease.token == token)
         }
 
         fn apply(&mut self, command: Command) -> Result<CommandResponse, TestCaseError> {
@@ -1988,9 +2796,13 @@ mod tests {
                     + usize::from(self.state.executing().is_some())
                     + self.state.executed_count() as usize,
                 self.enqueued.len(),
-                "every distinct order is queued, executing or executed, once"
+                "every distinct queued order is queued, executing or executed, once"
             );
-            prop_assert_eq!(self.state.orders.len(), self.enqueued.len());
+            prop_assert_eq!(self.state.rejected_count() as usize, self.rejected.len());
+            prop_assert_eq!(
+                self.state.orders.len(),
+                self.enqueued.len() + self.rejected.len()
+            );
             for order_id in &self.executed {
                 prop_assert!(
                     matches!(
@@ -2000,6 +2812,15 @@ mod tests {
                         Some(OrderStatus::Executed { .. })
                     ),
                     "an executed order stays executed"
+                );
+            }
+            for (order_id, execution) in &self.recorded {
+                prop_assert_eq!(
+                    self.state
+                        .order_status(order_id)
+                        .and_then(|record| record.execution.as_ref()),
+                    Some(execution),
+                    "an execution record never changes"
                 );
             }
             self.commands.push(command);
@@ -2015,22 +2836,19 @@ mod tests {
         ) -> Result<(), TestCaseError> {
             let at = stamp_of(command).expect("generated commands are not batches");
             let stale_stamp = at.timeline.term < before.clock().timeline.term;
-            let (executor_id, token) = match command {
-                Command::RenewLease {
-                    executor_id, token, ..
-                }
-                | Command::Resign {
-                    executor_id, token, ..
-                }
-                | Command::Dequeue {
-                    executor_id, token, ..
-                }
-                | Command::Acknowledge {
-                    executor_id, token, ..
-                } => (executor_id.as_str(), *token),
-                Command::Enqueue { .. } | Command::Campaign { .. } | Command::Batch(_) => ("", 0),
+            let nobody = Holder::new("", 0);
+            let (holder, token) = match command {
+                Command::RenewLease { holder, token, .. }
+                | Command::Resign { holder, token, .. }
+                | Command::Dequeue { holder, token, .. }
+                | Command::RecordExecution { holder, token, .. }
+                | Command::Acknowledge { holder, token, .. } => (holder, *token),
+                Command::Enqueue { .. }
+                | Command::Decide { .. }
+                | Command::Campaign { .. }
+                | Command::Batch(_) => (&nobody, 0),
             };
-            let valid = Self::lease_valid(before, executor_id, token, &at);
+            let valid = Self::lease_valid(before, holder, token, &at);
             if matches!(
                 command,
                 Command::Campaign { .. } | Command::RenewLease { .. }
@@ -2048,25 +2866,63 @@ mod tests {
                     prop_assert_eq!(*sequence, before.next_sequence);
                 }
                 (Command::Enqueue { order, .. }, CommandResponse::AlreadyEnqueued { .. }) => {
-                    prop_assert!(self.enqueued.contains(order.order_id()));
+                    prop_assert!(before.orders.contains_key(order.order_id()));
                 }
-                (
-                    Command::Campaign { executor_id, .. },
-                    CommandResponse::LeaseGranted { token, .. },
-                ) => {
+                (Command::Decide { decision, .. }, CommandResponse::Decided { sequence, .. }) => {
+                    let order_id = decision.order.order_id().to_owned();
+                    prop_assert!(!before.orders.contains_key(&order_id));
+                    prop_assert_eq!(*sequence, before.next_sequence);
+                    let record = &self.state.orders[&order_id];
+                    prop_assert_eq!(
+                        record.checkout.as_ref().map(|checkout| &checkout.request),
+                        Some(&decision.request)
+                    );
+                    match decision.verdict {
+                        Verdict::Approved { .. } => prop_assert!(self.enqueued.insert(order_id)),
+                        Verdict::Rejected { .. } => prop_assert!(self.rejected.insert(order_id)),
+                    }
+                }
+                (Command::Decide { decision, .. }, CommandResponse::AlreadyDecided { .. }) => {
+                    let order_id = decision.order.order_id();
+                    prop_assert!(before.orders.contains_key(order_id));
+                    // Its status may move (a lease that expired as the command was applied gives
+                    // its order back); what was decided and recorded stays.
+                    let (was, is) = (&before.orders[order_id], &self.state.orders[order_id]);
+                    prop_assert_eq!(
+                        (&was.order, was.sequence, &was.checkout, &was.execution),
+                        (&is.order, is.sequence, &is.checkout, &is.execution),
+                        "the first decision stands"
+                    );
+                }
+                (Command::Campaign { holder, .. }, CommandResponse::LeaseGranted { token, .. }) => {
+                    prop_assert!(
+                        Self::lease_in_force(before, &at).is_none(),
+                        "granted while a lease is in force: {:?}",
+                        command
+                    );
                     prop_assert!(*token > self.last_granted, "tokens grow with each grant");
                     self.last_granted = *token;
                     // The drainer is not one of the generated executors.
-                    if let Some(executor) = EXECUTORS.iter().position(|name| name == executor_id) {
+                    if let Some(executor) = EXECUTORS
+                        .iter()
+                        .position(|name| *name == holder.executor_id)
+                    {
                         self.own_tokens[executor] = *token;
                     }
                 }
-                (Command::Campaign { .. }, CommandResponse::LeaseRenewed { token, .. })
-                | (Command::RenewLease { .. }, CommandResponse::LeaseRenewed { token, .. }) => {
+                (Command::RenewLease { .. }, CommandResponse::LeaseRenewed { token, .. }) => {
+                    prop_assert!(valid);
                     prop_assert_eq!(Some(*token), self.state.lease().map(|lease| lease.token));
                 }
-                (Command::Campaign { .. }, CommandResponse::LeaseHeld { .. }) => {
-                    prop_assert!(self.state.lease().is_some());
+                (Command::Campaign { .. }, CommandResponse::LeaseHeld { holder, .. }) => {
+                    let lease = Self::lease_in_force(before, &at);
+                    prop_assert_eq!(lease.map(|lease| &lease.holder), Some(holder));
+                    // A new timeline may move the expiry; the lease stays the holder's.
+                    prop_assert_eq!(
+                        self.state.lease().map(|lease| (&lease.holder, lease.token)),
+                        lease.map(|lease| (&lease.holder, lease.token)),
+                        "a refused campaign changes the lease"
+                    );
                 }
                 (
                     Command::Campaign { .. } | Command::RenewLease { .. },
@@ -2080,22 +2936,64 @@ mod tests {
                     prop_assert!(valid);
                     prop_assert_eq!(self.state.queue_depth(), 0);
                 }
-                (Command::Dequeue { .. }, CommandResponse::Dequeued { order }) => {
+                (Command::Dequeue { .. }, CommandResponse::Dequeued { order, execution }) => {
                     prop_assert!(
                         valid,
                         "dequeue with an invalid token succeeded: {:?}",
                         command
                     );
+                    let record = &self.state.orders[order.order_id()];
+                    prop_assert_eq!(execution, &record.execution);
                     let retried = before.executing().map(|record| record.order.order_id())
-                        == Some(order.order_id())
-                        && Self::lease_valid(before, executor_id, token, &at);
+                        == Some(order.order_id());
                     if !retried {
-                        let taken = ReadyKey::of(&self.state.orders[order.order_id()]);
+                        let taken = ReadyKey::of(record);
                         prop_assert!(
                             self.state.ready.keys().all(|waiting| *waiting > taken),
                             "an order ranked before the dequeued one is still waiting"
                         );
                     }
+                }
+                (
+                    Command::RecordExecution { order_id, .. },
+                    CommandResponse::ExecutionRecorded { execution, .. },
+                ) => {
+                    let was = before
+                        .order_status(order_id)
+                        .and_then(|record| record.execution.as_ref());
+                    if was.is_some() {
+                        prop_assert_eq!(
+                            was,
+                            Some(execution),
+                            "a repeated record is answered alike"
+                        );
+                        prop_assert_eq!(
+                            (execution.token, &execution.executor_id),
+                            (token, &holder.executor_id)
+                        );
+                    } else {
+                        prop_assert!(
+                            valid,
+                            "a record with an invalid token succeeded: {:?}",
+                            command
+                        );
+                        prop_assert_eq!(before.executing_order.as_deref(), Some(order_id.as_str()));
+                        prop_assert_eq!(execution.token, token);
+                        prop_assert!(
+                            self.recorded
+                                .insert(order_id.clone(), execution.clone())
+                                .is_none(),
+                            "recorded twice"
+                        );
+                    }
+                }
+                (
+                    Command::RecordExecution { order_id, .. },
+                    CommandResponse::AlreadyExecuted { execution, .. },
+                ) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(self.recorded.get(order_id), Some(execution));
+                    prop_assert!(execution.token != token);
                 }
                 (Command::Acknowledge { order_id, .. }, CommandResponse::Acknowledged { .. }) => {
                     let was = before.order_status(order_id).map(|record| &record.status);
@@ -2105,7 +3003,7 @@ mod tests {
                         ..
                     }) = was
                     {
-                        prop_assert_eq!((by.as_str(), *under), (executor_id, token));
+                        prop_assert_eq!((by, *under), (&holder.executor_id, token));
                         prop_assert_eq!(
                             before.order_status(order_id),
                             self.state.order_status(order_id)
@@ -2116,11 +3014,19 @@ mod tests {
                             "acknowledge with an invalid token succeeded: {:?}",
                             command
                         );
+                        prop_assert!(
+                            self.recorded.contains_key(order_id),
+                            "acknowledged without an execution record"
+                        );
                         prop_assert!(self.executed.insert(order_id.clone()), "executed twice");
                     }
                 }
+                (Command::Acknowledge { order_id, .. }, CommandResponse::NotRecorded { .. }) => {
+                    prop_assert!(valid);
+                    prop_assert!(!self.recorded.contains_key(order_id));
+                }
                 (
-                    Command::Acknowledge { .. },
+                    Command::Acknowledge { .. } | Command::RecordExecution { .. },
                     CommandResponse::UnknownOrder { .. } | CommandResponse::NotExecuting { .. },
                 ) => prop_assert!(valid),
                 (command, response) => {
@@ -2162,21 +3068,32 @@ mod tests {
             }
         }
 
-        /// Long after every lease expired, one executor takes and acknowledges every order left.
+        /// Long after every lease expired, one executor takes every order left: it records the
+        /// execution of each that has none, and acknowledges each.
         fn drain(&mut self) -> Result<(), TestCaseError> {
             self.leaders += 1;
             let term = self.state.clock().timeline.term + 1;
             let at = reading(term, self.leaders, 0, 1_000_000);
+            let drainer = Holder::new("drainer", 1);
             let CommandResponse::LeaseGranted { token, .. } =
-                self.apply(campaign("drainer", 1_000_000, at))?
+                self.apply(campaign(&drainer, 1_000_000, at))?
             else {
                 return Err(TestCaseError::fail("the drainer was not granted the lease"));
             };
             for _ in 0..=self.enqueued.len() {
-                match self.apply(dequeue("drainer", token, at))? {
-                    CommandResponse::Dequeued { order } => {
+                match self.apply(dequeue(&drainer, token, at))? {
+                    CommandResponse::Dequeued { order, execution } => {
+                        if execution.is_none() {
+                            let recorded =
+                                self.apply(record(&drainer, token, order.order_id(), at))?;
+                            prop_assert!(
+                                matches!(recorded, CommandResponse::ExecutionRecorded { .. }),
+                                "the drainer's record was refused: {:?}",
+                                recorded
+                            );
+                        }
                         let response =
-                            self.apply(acknowledge("drainer", token, order.order_id(), at))?;
+                            self.apply(acknowledge(&drainer, token, order.order_id(), at))?;
                         prop_assert!(
                             matches!(response, CommandResponse::Acknowledged { .. }),
                             "the drainer's acknowledgement was refused: {:?}",
@@ -2191,6 +3108,11 @@ mod tests {
                 &self.executed,
                 &self.enqueued,
                 "every order executed exactly once"
+            );
+            prop_assert_eq!(
+                self.recorded.keys().collect::<BTreeSet<_>>(),
+                self.enqueued.iter().collect::<BTreeSet<_>>(),
+                "every order has one execution record"
             );
             Ok(())
         }

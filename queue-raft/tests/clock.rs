@@ -15,7 +15,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{Cluster, NODE_IDS, wait_for};
-use queue_raft::QueueClient;
+use queue_raft::{Holder, QueueClient};
 use tokio::time::Instant;
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -31,7 +31,10 @@ async fn campaign_until_granted(
     timeout: Duration,
 ) -> (Instant, u64) {
     wait_for(timeout, "the lease to be granted", || async {
-        let answer = client.campaign(executor_id, ttl).await.ok()?;
+        let answer = client
+            .campaign(&Holder::new(executor_id, 1), ttl)
+            .await
+            .ok()?;
         answer.granted.then(|| (Instant::now(), answer.token))
     })
     .await
@@ -53,7 +56,7 @@ async fn a_new_leader_with_a_skewed_clock_grants_no_lease_its_holder_still_relie
 
     let asked_at = Instant::now();
     let first = client
-        .campaign("executor-1", TTL)
+        .campaign(&Holder::new("executor-1", 1), TTL)
         .await
         .expect("campaign of executor-1");
     assert!(first.granted, "executor-1 was refused: {first:?}");

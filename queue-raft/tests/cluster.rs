@@ -14,7 +14,7 @@ use bookstore_proto::order_queue_client::OrderQueueClient;
 use bookstore_proto::raft_transport_client::RaftTransportClient;
 use common::cluster::{Cluster, NODE_IDS, order, wait_for};
 use queue_raft::service::{LEADER_ADDR_METADATA_KEY, LEADER_ID_METADATA_KEY};
-use queue_raft::{ClientError, ClientOptions, QueueClient};
+use queue_raft::{ClientError, ClientOptions, Holder, QueueClient};
 use tokio::time::Instant;
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -472,53 +472,73 @@ async fn garbage_raft_messages_are_refused_without_harm() {
         .await;
 }
 
-/// The executors' path through the cluster: campaign, dequeue, acknowledge, resign, each safe
-/// to retry, and a stale token refused.
+/// The executors' path through the cluster: campaign, dequeue, record the execution,
+/// acknowledge, resign, each safe to retry, and a stale token refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_executor_takes_and_acknowledges_an_order_under_its_lease() {
+async fn an_executor_takes_records_and_acknowledges_an_order_under_its_lease() {
     let cluster = Cluster::start(&[]).await;
     let client = cluster.client();
     client.enqueue(order("small", 1)).await.expect("enqueue");
     client.enqueue(order("large", 5)).await.expect("enqueue");
     let ttl = Duration::from_secs(10);
+    let executor_1 = Holder::new("executor-1", 101);
+    let executor_2 = Holder::new("executor-2", 202);
 
-    let granted = client.campaign("executor-1", ttl).await.expect("campaign");
+    let granted = client.campaign(&executor_1, ttl).await.expect("campaign");
     assert!(granted.granted);
     let again = client
-        .campaign("executor-1", ttl)
+        .campaign(&executor_1, ttl)
         .await
         .expect("campaign again");
     assert_eq!(
-        (again.granted, again.token),
-        (true, granted.token),
-        "a retried campaign keeps the lease"
+        (again.granted, again.token, again.holder_incarnation),
+        (false, 0, executor_1.incarnation),
+        "a campaign never hands back a token in force, not even to its holder"
     );
-    let contender = client.campaign("executor-2", ttl).await.expect("campaign");
+    let contender = client.campaign(&executor_2, ttl).await.expect("campaign");
     assert_eq!(
         (contender.granted, contender.holder.as_str()),
         (false, "executor-1")
     );
 
     let taken = client
-        .dequeue("executor-1", granted.token)
+        .dequeue(&executor_1, granted.token)
         .await
         .expect("dequeue");
     let taken_id = taken.order.expect("an order").order_id;
     assert_eq!(taken_id, "large", "more books first");
+    assert_eq!(taken.execution, None);
     let retried = client
-        .dequeue("executor-1", granted.token)
+        .dequeue(&executor_1, granted.token)
         .await
         .expect("dequeue again");
     assert_eq!(retried.order.expect("the same order").order_id, taken_id);
     let stale = client
-        .dequeue("executor-2", granted.token + 1)
+        .dequeue(&executor_2, granted.token + 1)
         .await
         .expect("dequeue");
     assert!(!stale.accepted);
     assert_eq!(stale.current_token, granted.token);
 
+    let early = client
+        .acknowledge(&executor_1, granted.token, &taken_id)
+        .await
+        .expect("acknowledge");
+    assert!(!early.accepted, "acknowledged before any record: {early:?}");
+    for attempt in ["record", "record again"] {
+        let recorded = client
+            .record_execution(&executor_1, granted.token, &taken_id)
+            .await
+            .unwrap_or_else(|error| panic!("{attempt}: {error}"));
+        assert!(recorded.recorded, "{attempt}: {recorded:?}");
+        let execution = recorded.execution.expect("the record");
+        assert_eq!(
+            (execution.executor_id.as_str(), execution.token),
+            ("executor-1", granted.token)
+        );
+    }
     let acknowledged = client
-        .acknowledge("executor-1", granted.token, &taken_id)
+        .acknowledge(&executor_1, granted.token, &taken_id)
         .await
         .expect("acknowledge");
     assert!(acknowledged.accepted, "{acknowledged:?}");
@@ -529,13 +549,17 @@ async fn an_executor_takes_and_acknowledges_an_order_under_its_lease() {
         .expect("found");
     assert_eq!(state.phase(), pb::OrderPhase::Executed);
     assert_eq!(state.executor_id, "executor-1");
+    assert_eq!(
+        state.execution.map(|execution| execution.token),
+        Some(granted.token)
+    );
 
     let resigned = client
-        .resign("executor-1", granted.token)
+        .resign(&executor_1, granted.token)
         .await
         .expect("resign");
     assert!(resigned.accepted);
-    let next = client.campaign("executor-2", ttl).await.expect("campaign");
+    let next = client.campaign(&executor_2, ttl).await.expect("campaign");
     assert!(
         next.granted && next.token > granted.token,
         "fencing tokens grow"
@@ -544,8 +568,12 @@ async fn an_executor_takes_and_acknowledges_an_order_under_its_lease() {
         .status(cluster.wait_for_leader(ELECTION).await)
         .await;
     assert_eq!(
-        (status.lease_holder.as_str(), status.lease_token),
-        ("executor-2", next.token)
+        (
+            status.lease_holder.as_str(),
+            status.lease_holder_incarnation,
+            status.lease_token
+        ),
+        ("executor-2", executor_2.incarnation, next.token)
     );
     assert_eq!((status.queue_depth, status.executed_count), (1, 1));
 }

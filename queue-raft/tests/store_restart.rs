@@ -7,7 +7,7 @@ use common::{command_entry, enqueue_entry, open_stores};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::log_id;
 use openraft::{RaftLogReader, RaftSnapshotBuilder, StoredMembership, Vote};
-use queue_raft::{Command, CommandResponse, OrderStatus, QueueState};
+use queue_raft::{Command, CommandResponse, Holder, OrderStatus, QueueState};
 use tempfile::TempDir;
 
 fn indexes(entries: &[openraft::Entry<queue_raft::TypeConfig>]) -> Vec<u64> {
@@ -191,7 +191,7 @@ async fn an_installed_snapshot_replaces_the_state_and_survives_restart() {
             4,
             Command::Campaign {
                 at: common::stamp(4),
-                executor_id: "executor-1".into(),
+                holder: Holder::new("executor-1", 1),
                 ttl_ms: 1_000,
             },
         )])
@@ -224,7 +224,7 @@ async fn an_installed_snapshot_replaces_the_state_and_survives_restart() {
     let (last_applied, _) = target.applied_state().await.expect("applied state");
     assert_eq!(last_applied, Some(log_id(1, 0, 4)));
     let lease_holder = target
-        .read_queue(|queue| queue.lease().map(|lease| lease.holder.clone()))
+        .read_queue(|queue| queue.lease().map(|lease| lease.holder.executor_id.clone()))
         .await;
     assert_eq!(lease_holder.as_deref(), Some("executor-1"));
     let status = target

@@ -1,14 +1,26 @@
 # Helpers shared by the scripts in scripts/; sourced, not run.
 
-# ensure_cluster_secret FILE: makes FILE a fresh random cluster secret (mode 600) unless it exists;
-# an existing one is kept, so that a cluster started earlier still accepts its nodes.
-ensure_cluster_secret() {
-    local file=$1
+# ensure_secret FILE WHAT: makes FILE a fresh random secret (mode 600) unless it exists; an
+# existing one is kept, so that what was started with it earlier still agrees.
+ensure_secret() {
+    local file=$1 what=$2
     [[ -s $file ]] && return 0
     mkdir -p "$(dirname "$file")"
     (umask 077 && head -c 32 /dev/urandom | base64 >"$file")
     chmod 600 "$file"
-    echo "made a new cluster secret in $file"
+    echo "made a new $what in $file"
+}
+
+# ensure_cluster_secret FILE: the queue nodes' shared secret, kept so that a cluster started
+# earlier still accepts its nodes.
+ensure_cluster_secret() {
+    ensure_secret "$1" "cluster secret"
+}
+
+# ensure_idempotency_secret FILE: the orchestrators' shared secret for card digests in the
+# queue's checkout records, kept so that a retry after a restart is still recognised.
+ensure_idempotency_secret() {
+    ensure_secret "$1" "idempotency secret"
 }
 
 # Prints a visible heading for one step of a script.

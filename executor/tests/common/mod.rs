@@ -47,22 +47,32 @@ impl Default for ExecutorOptions {
 /// Three executor processes and their shared ledger.
 pub struct Executors {
     processes: BTreeMap<&'static str, Option<Service>>,
+    /// The flags each executor was started with, to restart it alike.
+    args: BTreeMap<&'static str, Vec<String>>,
     /// What each stopped executor logged before it was stopped.
     stopped_logs: BTreeMap<&'static str, Vec<String>>,
-    /// Holds the ledger; removed when the harness is dropped.
+    /// Holds the ledger and the fault-point files; removed when the harness is dropped.
     dir: TempDir,
 }
 
+/// A signal the harness sends to an executor.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal {
+    Stop,
+    Continue,
+}
+
 impl Executors {
-    /// Starts the three executors against `cluster`, each on a free HTTP port.
+    /// Starts the three executors against `cluster`, each on a free HTTP port, each with a
+    /// fault-point file of its own (empty: see [`Executors::arm`]).
     pub fn start(cluster: &Cluster, options: &ExecutorOptions) -> Executors {
         let dir = TempDir::new().expect("temporary ledger directory");
         let ledger = dir.path().join("executions.jsonl");
-        let processes = EXECUTOR_IDS
+        let args: BTreeMap<&'static str, Vec<String>> = EXECUTOR_IDS
             .iter()
             .zip(options.execution_ms)
             .map(|(id, execution_ms)| {
-                let args = [
+                let args = vec![
                     format!("--id={id}"),
                     format!("--queue-nodes={}", cluster.addrs().join(",")),
                     format!("--lease-ttl-ms={}", options.lease_ttl_ms),
@@ -70,17 +80,80 @@ impl Executors {
                     format!("--backoff-after-lead-ms={}", options.backoff_after_lead_ms),
                     format!("--poll-ms={}", options.poll_ms),
                     format!("--ledger={}", ledger.display()),
+                    format!(
+                        "--fault-points-file={}",
+                        dir.path().join(format!("faults-{id}")).display()
+                    ),
                 ];
+                (*id, args)
+            })
+            .collect();
+        let processes = args
+            .iter()
+            .map(|(id, args)| {
                 let process =
-                    tokio::task::block_in_place(|| Service::start("order-executor", &args));
+                    tokio::task::block_in_place(|| Service::start("order-executor", args));
                 (*id, Some(process))
             })
             .collect();
         Executors {
             processes,
+            args,
             stopped_logs: BTreeMap::new(),
             dir,
         }
+    }
+
+    /// Starts executor `id` again (a new process, as after a crash), after it was killed.
+    pub fn restart(&mut self, id: &str) {
+        let (name, args) = self
+            .args
+            .iter()
+            .find(|(name, _)| **name == id)
+            .unwrap_or_else(|| panic!("no executor {id}"));
+        let process = tokio::task::block_in_place(|| Service::start("order-executor", args));
+        let slot = self
+            .processes
+            .get_mut(name)
+            .expect("every executor has a slot");
+        assert!(slot.is_none(), "{id} is still running");
+        *slot = Some(process);
+    }
+
+    /// Makes every executor stop itself at fault point `point` (`dequeued`, `executed`,
+    /// `recorded`, `acknowledged`), or at none with `None`: the files are replaced whole.
+    pub fn arm(&self, point: Option<&str>) {
+        for id in EXECUTOR_IDS {
+            let path = self.dir.path().join(format!("faults-{id}"));
+            let temporary = path.with_extension("tmp");
+            std::fs::write(&temporary, point.unwrap_or_default()).expect("write a fault file");
+            std::fs::rename(&temporary, &path).expect("rename the fault file into place");
+        }
+    }
+
+    /// The executor whose process is stopped (SIGSTOP), if one is.
+    pub fn stopped(&self) -> Option<&'static str> {
+        self.processes.iter().find_map(|(id, process)| {
+            let pid = process.as_ref()?.pid();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The state follows the command name, which is in parentheses.
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            (state == 'T').then_some(*id)
+        })
+    }
+
+    /// Sends `signal` to executor `id`.
+    pub fn signal(&self, id: &str, signal: Signal) {
+        let pid = self.process(id).pid().to_string();
+        let name = match signal {
+            Signal::Stop => "-STOP",
+            Signal::Continue => "-CONT",
+        };
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {name} {pid} failed");
     }
 
     pub fn ledger_path(&self) -> PathBuf {
@@ -250,9 +323,9 @@ pub async fn wait_until_executed(
     states
 }
 
-/// Checks that every order in `states` is executed, exactly once: one ledger line and one
-/// `executed` log line each, written by the executor under the token the cluster recorded, and
-/// nothing else in the ledger.
+/// Checks that every order in `states` is executed, exactly once: one execution record in the
+/// cluster, one ledger line and one `executed` log line each, all three naming the same executor
+/// (and the ledger the same token), and nothing else in the ledger.
 pub fn assert_executed_exactly_once(
     states: &BTreeMap<String, pb::OrderState>,
     ledger: &[Execution],
@@ -263,6 +336,15 @@ pub fn assert_executed_exactly_once(
             state.phase,
             pb::OrderPhase::Executed as i32,
             "{order_id} is not executed: {state:?}"
+        );
+        let record = state
+            .execution
+            .as_ref()
+            .unwrap_or_else(|| panic!("{order_id} has no execution record: {state:?}"));
+        assert_eq!(
+            (record.executor_id.as_str(), record.token),
+            (state.executor_id.as_str(), state.token),
+            "{order_id}: the order shows another execution than its record"
         );
         let lines: Vec<&Execution> = ledger
             .iter()

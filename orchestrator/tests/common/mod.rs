@@ -30,6 +30,10 @@ pub struct System {
     pub orchestrator: Service,
     /// The order executors, when the test asked for them.
     pub executors: Vec<Service>,
+    /// The flags `orchestrator` was started with, so that another one can join it.
+    orchestrator_args: Vec<String>,
+    /// Holds the orchestrators' shared idempotency secret; removed with the system.
+    _secrets: tempfile::TempDir,
 }
 
 /// What a test may change about the system it starts.
@@ -41,6 +45,11 @@ pub struct Options {
     pub executors: usize,
     /// Extra flags for every queue node the harness starts, e.g. a low snapshot threshold.
     pub queue_node_args: Vec<String>,
+    /// Where the orchestrator finds fraud detection instead of the one the harness starts
+    /// (e.g. a listener that never answers).
+    pub fraud_detection_addr: Option<String>,
+    /// Extra flags for the orchestrator.
+    pub orchestrator_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -50,6 +59,8 @@ impl Default for Options {
             fraud_detection_args: Vec::new(),
             executors: 0,
             queue_node_args: Vec::new(),
+            fraud_detection_addr: None,
+            orchestrator_args: Vec::new(),
         }
     }
 }
@@ -74,26 +85,34 @@ impl System {
         queue_nodes: &str,
         options: Options,
     ) -> System {
+        let secrets = tempfile::tempdir().expect("temporary secrets directory");
+        let secret_file = secrets.path().join("idempotency-secret");
+        std::fs::write(&secret_file, format!("{}\n", uuid::Uuid::new_v4()))
+            .expect("write a secret");
         tokio::task::block_in_place(|| {
             let fraud_detection = Service::start("fraud-detection", &options.fraud_detection_args);
             let transaction_verification = Service::start("transaction-verification", &[]);
             let suggestions = Service::start("suggestions", &[]);
-            let orchestrator = Service::start(
-                "orchestrator",
-                &[
-                    format!("--fraud-detection-addr={}", fraud_detection.url()),
-                    format!(
-                        "--transaction-verification-addr={}",
-                        transaction_verification.url()
-                    ),
-                    format!("--suggestions-addr={}", suggestions.url()),
-                    format!(
-                        "--backend-timeout-ms={}",
-                        options.backend_timeout.as_millis()
-                    ),
-                    format!("--queue-nodes={queue_nodes}"),
-                ],
-            );
+            let fraud_detection_addr = options
+                .fraud_detection_addr
+                .clone()
+                .unwrap_or_else(|| fraud_detection.url());
+            let mut orchestrator_args = vec![
+                format!("--fraud-detection-addr={fraud_detection_addr}"),
+                format!(
+                    "--transaction-verification-addr={}",
+                    transaction_verification.url()
+                ),
+                format!("--suggestions-addr={}", suggestions.url()),
+                format!(
+                    "--backend-timeout-ms={}",
+                    options.backend_timeout.as_millis()
+                ),
+                format!("--queue-nodes={queue_nodes}"),
+                format!("--idempotency-secret-file={}", secret_file.display()),
+            ];
+            orchestrator_args.extend(options.orchestrator_args.iter().cloned());
+            let orchestrator = Service::start("orchestrator", &orchestrator_args);
             let executors = (1..=options.executors)
                 .map(|n| {
                     Service::start(
@@ -112,8 +131,24 @@ impl System {
                 transaction_verification: Some(transaction_verification),
                 suggestions: Some(suggestions),
                 orchestrator,
+                orchestrator_args,
+                _secrets: secrets,
             }
         })
+    }
+
+    /// Another orchestrator in front of the same backends and queue, on a port of its own.
+    pub fn start_orchestrator(&self) -> Service {
+        tokio::task::block_in_place(|| Service::start("orchestrator", &self.orchestrator_args))
+    }
+
+    /// Stops the orchestrator with SIGTERM and starts a new one in its place (on another port:
+    /// [`System::url`] follows it).
+    pub fn restart_orchestrator(&mut self) {
+        let restarted = self.start_orchestrator();
+        let stopped = std::mem::replace(&mut self.orchestrator, restarted);
+        let exit = tokio::task::block_in_place(|| stopped.terminate());
+        assert!(exit.success(), "the orchestrator exited with {exit:?}");
     }
 
     pub fn cluster(&mut self) -> &mut Cluster {

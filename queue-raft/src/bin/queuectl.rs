@@ -332,6 +332,14 @@ fn describe_order(state: &pb::OrderState) -> String {
             "executed by {} (token {}) at {} ms",
             state.executor_id, state.token, state.executed_at_ms
         ),
+        pb::OrderPhase::Rejected => {
+            let codes: Vec<&str> = state
+                .reasons
+                .iter()
+                .map(|reason| reason.code.as_str())
+                .collect();
+            format!("rejected ({})", codes.join(", "))
+        }
         pb::OrderPhase::Unspecified => "unknown".to_owned(),
     };
     format!(
