@@ -46,10 +46,13 @@
 //!   X's dequeue (or Y has none). One fault per skipping execution, naming the highest-priority
 //!   order it skipped.
 //! - **acknowledgements lost**: an executor's acknowledgement the cluster accepted (under token
-//!   `T`), for an order the cluster does not end with as `Executed { token: T }`: the cluster
-//!   took back a committed write, and executed the order again or forgot it.
+//!   `T`), for an order the cluster does not end with as acknowledged under `T`
+//!   (`Executed { acknowledged_token: T, .. }`): the cluster took back a committed write, and
+//!   executed the order again or forgot it. The acknowledging lease may be later than the
+//!   executing one (`token`): a holder that dequeues an order whose execution is recorded only
+//!   acknowledges it.
 //! - **refused acknowledgements counted**: an acknowledgement the cluster refused (under `T`),
-//!   for an order it ends with as `Executed { token: T }`. A retried acknowledgement of the same
+//!   for an order it ends with as acknowledged under `T`. A retried acknowledgement of the same
 //!   lease is answered as the first was, so a refusal means it never committed.
 //! - **wrong contents**: an order whose customer or items, as the cluster ends with them, differ
 //!   from what its client sent, or whose ledger line names another priority or customer.
@@ -559,21 +562,25 @@ fn judge_order<'h>(
             )
         });
     }
-    let final_token = match record.final_state {
-        Some(OrderState::Executed { token, .. }) => {
+    let acknowledged_token = match record.final_state {
+        Some(OrderState::Executed {
+            token,
+            acknowledged_token,
+            ..
+        }) => {
             report.orders_executed += 1;
             if let Some(execution) = judge_executed(order_id, *token, &record.ledger_lines, report)
             {
                 counting.push(execution);
             }
-            Some(*token)
+            Some(*acknowledged_token)
         }
         _ => {
             report.fenced_re_executions += record.ledger_lines.len();
             None
         }
     };
-    judge_answers(order_id, final_token, &record.answers, report);
+    judge_answers(order_id, acknowledged_token, &record.answers, report);
     judge_contents(order_id, record, report);
 }
 
@@ -622,20 +629,20 @@ fn judge_executed<'h>(
     at_token.into_iter().min_by_key(|line| line.dequeued_at_ms)
 }
 
-/// The acknowledgements' answers against the cluster's final record (`final_token` when it ends
-/// executed).
+/// The acknowledgements' answers against the cluster's final record (`acknowledged_token`, the
+/// lease whose acknowledgement it counts, when it ends executed).
 fn judge_answers(
     order_id: &str,
-    final_token: Option<u64>,
+    acknowledged_token: Option<u64>,
     answers: &[&Acknowledgement],
     report: &mut Report,
 ) {
-    let ends = || match final_token {
-        Some(token) => format!("ends executed under token {token}"),
+    let ends = || match acknowledged_token {
+        Some(token) => format!("ends acknowledged under token {token}"),
         None => "does not end executed".to_owned(),
     };
     if let Some(accepted) = answers.iter().find(|answer| {
-        answer.answer == AcknowledgementAnswer::Accepted && Some(answer.token) != final_token
+        answer.answer == AcknowledgementAnswer::Accepted && Some(answer.token) != acknowledged_token
     }) {
         report.acknowledgements_lost.add(|| {
             format!(
@@ -649,7 +656,7 @@ fn judge_answers(
         });
     }
     if let Some(refused) = answers.iter().find(|answer| {
-        answer.answer == AcknowledgementAnswer::Refused && Some(answer.token) == final_token
+        answer.answer == AcknowledgementAnswer::Refused && Some(answer.token) == acknowledged_token
     }) {
         report.refused_acknowledgements_counted.add(|| {
             format!(
@@ -1204,8 +1211,15 @@ fn describe(state: Option<&OrderState>) -> String {
         Some(OrderState::Executing { executor_id, token }) => {
             format!("executing by {executor_id} under token {token}")
         }
-        Some(OrderState::Executed { executor_id, token }) => {
-            format!("executed by {executor_id} under token {token}")
+        Some(OrderState::Executed {
+            executor_id,
+            token,
+            acknowledged_token,
+        }) => {
+            format!(
+                "executed by {executor_id} under token {token}, acknowledged under token \
+                 {acknowledged_token}"
+            )
         }
         Some(OrderState::Unreadable { error }) => format!("unreadable ({error})"),
     }
@@ -1305,6 +1319,7 @@ mod tests {
             OrderState::Executed {
                 executor_id: format!("executor-{}", token % 3 + 1),
                 token,
+                acknowledged_token: token,
             },
         )
     }
@@ -1746,7 +1761,7 @@ mod tests {
         let example = the_one_fault(&history, "acknowledgements lost");
         assert!(
             example.contains("under token 5 was accepted")
-                && example.contains("ends executed under token 6"),
+                && example.contains("ends acknowledged under token 6"),
             "{example}"
         );
 
@@ -1757,6 +1772,48 @@ mod tests {
             .final_states
             .push(final_state("d", OrderState::Queued));
         the_faults(&history, &["acknowledgements lost", "stuck"]);
+    }
+
+    #[test]
+    fn a_later_lease_acknowledging_a_recorded_execution_is_no_fault() {
+        // `d` was executed and recorded under token 5, whose acknowledgement went unanswered;
+        // the holder of token 6 dequeued it, found the execution recorded, and acknowledged it
+        // without executing it again (the chaos run of seed 13641929818053651221 saw this six
+        // times, and the checker that compared the acknowledgement with the executing token
+        // called each an acknowledgement lost).
+        let mut history = clean_history();
+        history.operations.push(operation("d", 1, 400, Outcome::Ok));
+        history.executions.push(execution("d", 5, 1, 500));
+        history
+            .acknowledgements
+            .push(answer("d", 5, AcknowledgementAnswer::Unanswered, 520));
+        history
+            .acknowledgements
+            .push(answer("d", 6, AcknowledgementAnswer::Accepted, 700));
+        let acknowledged_by_6 = |acknowledged_token| {
+            final_state(
+                "d",
+                OrderState::Executed {
+                    executor_id: "executor-3".into(),
+                    token: 5,
+                    acknowledged_token,
+                },
+            )
+        };
+        history.final_states.push(acknowledged_by_6(6));
+        let report = check(&history, Bounds::NONE);
+        assert!(report.is_clean(), "{report}");
+
+        // The same answers, but the cluster ends counting the acknowledgement of token 5 only:
+        // the accepted one under 6 was lost.
+        history.final_states.pop();
+        history.final_states.push(acknowledged_by_6(5));
+        let example = the_one_fault(&history, "acknowledgements lost");
+        assert!(
+            example.contains("under token 6 was accepted")
+                && example.contains("ends acknowledged under token 5"),
+            "{example}"
+        );
     }
 
     #[test]

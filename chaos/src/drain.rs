@@ -242,6 +242,7 @@ fn order_state(state: Option<pb::OrderState>) -> OrderState {
         pb::OrderPhase::Executed => OrderState::Executed {
             executor_id: state.executor_id,
             token: state.token,
+            acknowledged_token: state.acknowledged_token,
         },
         pb::OrderPhase::Queued | pb::OrderPhase::Unspecified => OrderState::Queued,
         // A rejected checkout is a record of the queue now; it was never placed, as when the
@@ -282,13 +283,15 @@ mod tests {
             phase: pb::OrderPhase::Executed as i32,
             executor_id: "executor-2".into(),
             token: 9,
+            acknowledged_token: 11,
             ..Default::default()
         };
         assert_eq!(
             order_state(Some(executed)),
             OrderState::Executed {
                 executor_id: "executor-2".into(),
-                token: 9
+                token: 9,
+                acknowledged_token: 11,
             }
         );
         let queued = pb::OrderState {

@@ -292,9 +292,13 @@ pub enum OrderState {
         executor_id: String,
         token: u64,
     },
+    /// Executed by `executor_id` under `token` (its recorded execution), and acknowledged under
+    /// `acknowledged_token`: the same lease, or a later holder's that found the execution
+    /// recorded and only acknowledged it.
     Executed {
         executor_id: String,
         token: u64,
+        acknowledged_token: u64,
     },
     /// The cluster gave no answer in time: the run cannot say where the order is.
     Unreadable {
@@ -566,6 +570,7 @@ mod tests {
                 state: OrderState::Executed {
                     executor_id: "executor-1".into(),
                     token: 7,
+                    acknowledged_token: 7,
                 },
                 contents: Some(contents),
             }],
