@@ -15,10 +15,11 @@
 //! - The *counting execution* of an order whose final state is `Executed { token: T, .. }` is its
 //!   ledger line with token `T` (the earliest dequeued, if there are several). Other orders have
 //!   none. Ledger lines with a token smaller than `T`, and every ledger line of an order that is
-//!   not `Executed` at the end, are *fenced re-executions*: an executor executed the order and
-//!   then died or lost its lease before its acknowledgement was accepted, so the cluster gave the
-//!   order back to the queue. They are counted, not faults, unless the cluster accepted their
-//!   acknowledgement (see *acknowledgements lost*).
+//!   not `Executed` at the end, are *fenced re-executions*: an executor recorded the order
+//!   executed in its ledger, yet the cluster counts another execution or none. An executor writes
+//!   its ledger line only once the cluster recorded its execution, and the cluster records one
+//!   execution per order (a later holder that finds it recorded only acknowledges it), so each is
+//!   a fault (see *fenced re-executions* below).
 //!
 //! # Faults of the queue
 //! - **lost**: an asked-for order that was acknowledged, or that an executor executed (it has a
@@ -51,6 +52,8 @@
 //!   executed the order again or forgot it. The acknowledging lease may be later than the
 //!   executing one (`token`): a holder that dequeues an order whose execution is recorded only
 //!   acknowledges it.
+//! - **fenced re-executions**: a ledger line that is not its order's counting execution: the
+//!   order executed twice, the second time with the cluster's consent.
 //! - **refused acknowledgements counted**: an acknowledgement the cluster refused (under `T`),
 //!   for an order it ends with as acknowledged under `T`. A retried acknowledgement of the same
 //!   lease is answered as the first was, so a refusal means it never committed.
@@ -254,6 +257,7 @@ pub struct Report {
     pub priority_skips: Findings,
     pub acknowledgements_lost: Findings,
     pub refused_acknowledgements_counted: Findings,
+    pub fenced_re_executions: Findings,
     pub wrong_contents: Findings,
     pub stale_reads: Findings,
     pub replicas_diverged: Findings,
@@ -267,7 +271,6 @@ pub struct Report {
     pub reads: ReadCounts,
     /// Ledger lines.
     pub executions: usize,
-    pub fenced_re_executions: usize,
     /// Orders whose final state is `Executed`.
     pub orders_executed: usize,
     pub contention: Contention,
@@ -276,7 +279,7 @@ pub struct Report {
 
 impl Report {
     /// Every kind of fault with its name, in the order the report prints them.
-    pub fn faults(&self) -> [(&'static str, &Findings); 17] {
+    pub fn faults(&self) -> [(&'static str, &Findings); 18] {
         [
             ("lost", &self.lost),
             ("stuck", &self.stuck),
@@ -290,6 +293,7 @@ impl Report {
                 "refused acknowledgements counted",
                 &self.refused_acknowledgements_counted,
             ),
+            ("fenced re-executions", &self.fenced_re_executions),
             ("wrong contents", &self.wrong_contents),
             ("stale reads", &self.stale_reads),
             ("replicas diverged", &self.replicas_diverged),
@@ -360,7 +364,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "executions: {} ({} fenced re-executions), orders executed: {}",
-            self.executions, self.fenced_re_executions, self.orders_executed
+            self.executions, self.fenced_re_executions.count, self.orders_executed
         )?;
         let contention = &self.contention;
         writeln!(
@@ -576,7 +580,16 @@ fn judge_order<'h>(
             Some(*acknowledged_token)
         }
         _ => {
-            report.fenced_re_executions += record.ledger_lines.len();
+            // An order the cluster does not know is lost or a phantom already.
+            if known && !record.ledger_lines.is_empty() {
+                report.fenced_re_executions.add(|| {
+                    format!(
+                        "{order_id} was executed under token(s) {:?}, yet {}",
+                        tokens_of(&record.ledger_lines),
+                        describe_end(record.final_state)
+                    )
+                });
+            }
             None
         }
     };
@@ -602,10 +615,20 @@ fn judge_executed<'h>(
         .map(|line| line.token)
         .filter(|&line_token| line_token > token)
         .collect();
-    report.fenced_re_executions += ledger_lines
+    let before: Vec<&Execution> = ledger_lines
         .iter()
+        .copied()
         .filter(|line| line.token < token)
-        .count();
+        .collect();
+    if !before.is_empty() {
+        report.fenced_re_executions.add(|| {
+            format!(
+                "{order_id} was executed under token(s) {:?}, then again under token {token}, \
+                 which the cluster counts",
+                tokens_of(&before)
+            )
+        });
+    }
     if at_token.is_empty() {
         report.executed_twice.add(|| {
             format!("{order_id} is recorded executed under token {token}, which has no ledger line")
@@ -1204,6 +1227,15 @@ fn check_liveness(history: &History, counting: &[&Execution], bounds: Bounds, re
     }
 }
 
+fn tokens_of(lines: &[&Execution]) -> Vec<u64> {
+    lines.iter().map(|line| line.token).collect()
+}
+
+/// How an order that does not end executed ends, for a sentence.
+fn describe_end(state: Option<&OrderState>) -> String {
+    format!("it ends {}", describe(state))
+}
+
 fn describe(state: Option<&OrderState>) -> String {
     match state {
         None | Some(OrderState::Unknown) => "unknown".to_owned(),
@@ -1505,7 +1537,7 @@ mod tests {
             (
                 &report.checkouts,
                 report.executions,
-                report.fenced_re_executions,
+                report.fenced_re_executions.count,
                 report.orders_executed
             ),
             (
@@ -1724,7 +1756,7 @@ mod tests {
     }
 
     #[test]
-    fn fenced_re_executions_are_counted_not_faults() {
+    fn fenced_re_executions_are_faults() {
         let mut history = clean_history();
         // `d` was executed under token 5 whose holder died before acknowledging (no answer
         // line); token 6's holder was refused (its lease had ended); token 7 executed it again,
@@ -1740,9 +1772,25 @@ mod tests {
             .acknowledgements
             .push(answer("d", 7, AcknowledgementAnswer::Accepted, 920));
         history.final_states.push(executed("d", 7));
-        let report = check(&history, Bounds::NONE);
-        assert!(report.is_clean(), "{report}");
-        assert_eq!(report.fenced_re_executions, 2);
+        let example = the_one_fault(&history, "fenced re-executions");
+        assert!(
+            example.contains("d was executed under token(s) [5, 6], then again under token 7"),
+            "{example}"
+        );
+        assert_eq!(check(&history, Bounds::NONE).fenced_re_executions.count, 1);
+
+        // An order executed, then given back to the queue for good.
+        history.executions.pop();
+        history.acknowledgements.pop();
+        history.final_states.pop();
+        history
+            .final_states
+            .push(final_state("d", OrderState::Queued));
+        let example = the_faults(&history, &["fenced re-executions", "stuck"]);
+        assert!(
+            example.contains("d was executed under token(s) [5, 6], yet it ends queued"),
+            "{example}"
+        );
     }
 
     #[test]
@@ -1758,7 +1806,7 @@ mod tests {
             .push(answer("d", 5, AcknowledgementAnswer::Accepted, 520));
         history.executions.push(execution("d", 6, 1, 700));
         history.final_states.push(executed("d", 6));
-        let example = the_one_fault(&history, "acknowledgements lost");
+        let example = the_faults(&history, &["acknowledgements lost", "fenced re-executions"]);
         assert!(
             example.contains("under token 5 was accepted")
                 && example.contains("ends acknowledged under token 6"),
@@ -1771,7 +1819,10 @@ mod tests {
         history
             .final_states
             .push(final_state("d", OrderState::Queued));
-        the_faults(&history, &["acknowledgements lost", "stuck"]);
+        the_faults(
+            &history,
+            &["acknowledgements lost", "stuck", "fenced re-executions"],
+        );
     }
 
     #[test]
@@ -1896,7 +1947,7 @@ mod tests {
         history.executions.push(execution("d", 2, 1, 360));
         history.executions.push(execution("d", 5, 1, 500));
         history.final_states.push(executed("d", 5));
-        let example = the_one_fault(&history, "tokens backwards");
+        let example = the_faults(&history, &["tokens backwards", "fenced re-executions"]);
         assert!(example.contains("d (token 2, by executor-3"), "{example}");
     }
 
@@ -1927,7 +1978,7 @@ mod tests {
         });
         history.executions.push(execution("d", 6, 1, 600));
         history.final_states.push(executed("d", 6));
-        let example = the_one_fault(&history, "overlapping");
+        let example = the_faults(&history, &["overlapping", "fenced re-executions"]);
         assert!(example.contains("d (token 6"), "{example}");
     }
 
@@ -2337,13 +2388,16 @@ mod tests {
     }
 
     /// How an executor's lease ends, in the model below.
-    #[derive(Debug, Clone, Copy)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum LeaseEnd {
-        /// Acknowledged and accepted.
+        /// Executed and recorded (unless recorded already), acknowledged and accepted.
         Acknowledged,
-        /// Died after executing, before acknowledging: no answer line.
-        Died,
-        /// Acknowledged too late: refused, the order went back to the queue.
+        /// Died before recording the execution: no ledger line, the order goes back.
+        DiedBeforeRecord,
+        /// Died after recording the execution (a ledger line), before acknowledging: no answer
+        /// line; the order goes back, and the next holder only acknowledges it.
+        DiedAfterRecord,
+        /// Recorded, then acknowledged too late: refused, the order went back to the queue.
         Refused,
     }
 
@@ -2377,7 +2431,8 @@ mod tests {
         ];
         let lease_end = prop_oneof![
             6 => Just(LeaseEnd::Acknowledged),
-            1 => Just(LeaseEnd::Died),
+            1 => Just(LeaseEnd::DiedBeforeRecord),
+            1 => Just(LeaseEnd::DiedAfterRecord),
             1 => Just(LeaseEnd::Refused),
         ];
         let read_kind = prop_oneof![
@@ -2411,13 +2466,16 @@ mod tests {
 
     /// The history of a correct queue running `steps` 10 ms apart, then draining. A step at
     /// time `t` takes effect at `t`: an enqueue commits, a read is linearized, a dequeue is
-    /// applied (its execution finishes at `t + 5`, its acknowledgement commits at `t + 6` and is
-    /// answered at `t + 7`; a lease that ends otherwise gives the order back at `t + 8`).
+    /// applied (its execution finishes and is recorded at `t + 5`, its acknowledgement commits at
+    /// `t + 6` and is answered at `t + 7`; a lease that ends otherwise gives the order back at
+    /// `t + 8`). An order whose execution is recorded is only acknowledged by later leases.
     fn model_history(steps: &[Step]) -> History {
         let mut history = History::default();
         // Queued orders as (priority, commit sequence, id).
         let mut queue: Vec<(u32, usize, String)> = Vec::new();
-        let mut tokens: BTreeMap<String, u64> = BTreeMap::new();
+        // Executed orders: (the recording token, the acknowledging token).
+        let mut tokens: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut recorded: BTreeMap<String, u64> = BTreeMap::new();
         let mut enqueued: BTreeMap<String, u32> = BTreeMap::new();
         let mut asked: Vec<String> = Vec::new();
         let mut token = 0;
@@ -2452,10 +2510,13 @@ mod tests {
                     };
                     token += 1;
                     let (priority, _, order_id) = queue[best].clone();
-                    history.executions.push(Execution {
-                        executed_at_ms: now + 5,
-                        ..execution(&order_id, token, priority, now)
-                    });
+                    if end != LeaseEnd::DiedBeforeRecord && !recorded.contains_key(&order_id) {
+                        recorded.insert(order_id.clone(), token);
+                        history.executions.push(Execution {
+                            executed_at_ms: now + 5,
+                            ..execution(&order_id, token, priority, now)
+                        });
+                    }
                     let answer_of = |kind| answer(&order_id, token, kind, now + 7);
                     match end {
                         LeaseEnd::Acknowledged => {
@@ -2463,12 +2524,12 @@ mod tests {
                                 .acknowledgements
                                 .push(answer_of(AcknowledgementAnswer::Accepted));
                             queue.swap_remove(best);
-                            tokens.insert(order_id, token);
+                            tokens.insert(order_id.clone(), (recorded[&order_id], token));
                         }
                         LeaseEnd::Refused => history
                             .acknowledgements
                             .push(answer_of(AcknowledgementAnswer::Refused)),
-                        LeaseEnd::Died => {}
+                        LeaseEnd::DiedBeforeRecord | LeaseEnd::DiedAfterRecord => {}
                     }
                 }
                 Step::Read {
@@ -2519,9 +2580,16 @@ mod tests {
         for operation in &history.operations {
             let order_id = &operation.order_id;
             history.final_states.push(match tokens.get(order_id) {
-                Some(&token) => FinalState {
+                Some(&(token, acknowledged_token)) => FinalState {
                     contents: Some(operation.contents.clone()),
-                    ..executed(order_id, token)
+                    ..final_state(
+                        order_id,
+                        OrderState::Executed {
+                            executor_id: format!("executor-{}", token % 3 + 1),
+                            token,
+                            acknowledged_token,
+                        },
+                    )
                 },
                 None => final_state(order_id, OrderState::Unknown),
             });

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chaos::nemesis::FaultKind;
 use chaos::runner::{self, RunOptions};
 use clap::{Parser, Subcommand};
 
@@ -58,6 +59,20 @@ struct RunArgs {
     /// the root namespace (`chr<TAG>`), so that a wrapper can remove them if this is killed.
     #[arg(long)]
     tag: Option<String>,
+    /// Inject only these kinds of fault (comma-separated names, as the summary lists them:
+    /// `power-cut-queue-node,pause-executor`); default: every kind.
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault_kind)]
+    only: Vec<FaultKind>,
+}
+
+fn parse_fault_kind(name: &str) -> Result<FaultKind, String> {
+    FaultKind::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = FaultKind::ALL.iter().map(|kind| kind.name()).collect();
+        format!(
+            "no fault kind is named {name:?}; the kinds are: {}",
+            known.join(", ")
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -111,6 +126,11 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         enqueue_clients: args.enqueue_clients,
         keep: args.keep,
         tag: args.tag,
+        fault_kinds: if args.only.is_empty() {
+            FaultKind::ALL.to_vec()
+        } else {
+            args.only
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
     runtime.block_on(async {

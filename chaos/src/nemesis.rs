@@ -38,32 +38,59 @@ pub enum FaultKind {
     KillQueueMajority,
     /// SIGKILL all three queue nodes at once.
     KillAllQueueNodes,
+    /// Cut the power of one queue node (half the time the leader): SIGKILL it, throw away
+    /// everything its disk had not synced, start it on what survived.
+    PowerCutQueueNode,
+    /// Cut the power of all three queue nodes at once, as of a rack or a host running them all.
+    PowerCutAllQueueNodes,
+    /// SIGSTOP one queue node (half the time the leader) for seconds, then SIGCONT: a leader
+    /// that wakes up deposed, with writes and reads in flight.
+    PauseQueueNode,
     /// SIGKILL one executor (half the time the lease holder).
     KillExecutor,
+    /// SIGSTOP the executor holding the lease (any, if none does) for longer than the lease,
+    /// then SIGCONT: it must neither execute nor acknowledge under the lease it had.
+    PauseExecutor,
     KillOrchestrator,
     /// SIGKILL one of the three backends.
     KillBackend,
     /// Cut one queue node (half the time the leader) off from its peers only: clients still
     /// reach it.
     PartitionQueueNode,
+    /// Cut one queue node (half the time the leader) off from its peers for long enough, under
+    /// load, that the others snapshot and purge their logs past its own: it is caught up by a
+    /// snapshot install on heal.
+    LongPartitionQueueNode,
     /// Cut one queue node off from everything.
     IsolateQueueNode,
     /// Cut one executor (half the time the lease holder) off from everything: the cluster
     /// included.
     IsolateExecutor,
+    /// Set the three queue nodes' wall clocks seconds apart.
+    SkewQueueClocks,
+    /// Make one queue node's wall clock (half the time the leader's) jump forward or backward by
+    /// up to two minutes; the repair jumps it back.
+    JumpQueueClock,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::KillQueueNode,
         FaultKind::KillQueueMajority,
         FaultKind::KillAllQueueNodes,
+        FaultKind::PowerCutQueueNode,
+        FaultKind::PowerCutAllQueueNodes,
+        FaultKind::PauseQueueNode,
         FaultKind::KillExecutor,
+        FaultKind::PauseExecutor,
         FaultKind::KillOrchestrator,
         FaultKind::KillBackend,
         FaultKind::PartitionQueueNode,
+        FaultKind::LongPartitionQueueNode,
         FaultKind::IsolateQueueNode,
         FaultKind::IsolateExecutor,
+        FaultKind::SkewQueueClocks,
+        FaultKind::JumpQueueClock,
     ];
 
     /// The name in the history and the summary.
@@ -72,20 +99,33 @@ impl FaultKind {
             FaultKind::KillQueueNode => "kill-queue-node",
             FaultKind::KillQueueMajority => "kill-queue-majority",
             FaultKind::KillAllQueueNodes => "kill-all-queue-nodes",
+            FaultKind::PowerCutQueueNode => "power-cut-queue-node",
+            FaultKind::PowerCutAllQueueNodes => "power-cut-all-queue-nodes",
+            FaultKind::PauseQueueNode => "pause-queue-node",
             FaultKind::KillExecutor => "kill-executor",
+            FaultKind::PauseExecutor => "pause-executor",
             FaultKind::KillOrchestrator => "kill-orchestrator",
             FaultKind::KillBackend => "kill-backend",
             FaultKind::PartitionQueueNode => "partition-queue-node",
+            FaultKind::LongPartitionQueueNode => "long-partition-queue-node",
             FaultKind::IsolateQueueNode => "isolate-queue-node",
             FaultKind::IsolateExecutor => "isolate-executor",
+            FaultKind::SkewQueueClocks => "skew-queue-clocks",
+            FaultKind::JumpQueueClock => "jump-queue-clock",
         }
     }
 
-    /// How many times it comes in each round of the schedule: the single-node faults, which
-    /// test failover, most often.
+    /// The kind named `name` (as [`FaultKind::name`] gives it).
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// How many times it comes in each round of the schedule: losing one queue node, the fault
+    /// that tests failover, most often; one round is about two minutes, so that the 3-minute
+    /// run of `scripts/test` injects every kind.
     fn per_round(self) -> usize {
         match self {
-            FaultKind::KillQueueNode | FaultKind::KillExecutor | FaultKind::PartitionQueueNode => 2,
+            FaultKind::KillQueueNode => 2,
             _ => 1,
         }
     }
@@ -93,26 +133,44 @@ impl FaultKind {
     /// How long the fault lasts before it is repaired, in milliseconds.
     fn duration_ms(self) -> Range<u64> {
         match self {
-            FaultKind::KillQueueNode => 1_000..6_000,
+            FaultKind::KillQueueNode | FaultKind::PauseQueueNode => 1_000..6_000,
             FaultKind::KillQueueMajority => 1_000..5_000,
-            FaultKind::KillAllQueueNodes => 1_000..4_000,
+            FaultKind::KillAllQueueNodes
+            | FaultKind::PowerCutQueueNode
+            | FaultKind::PowerCutAllQueueNodes => 1_000..4_000,
             FaultKind::KillExecutor | FaultKind::KillOrchestrator | FaultKind::KillBackend => {
                 500..3_000
             }
             FaultKind::PartitionQueueNode | FaultKind::IsolateQueueNode => 2_000..8_000,
             // Often longer than the executors' lease (2 s), so that its lease ends under it.
             FaultKind::IsolateExecutor => 1_000..6_000,
+            // Always longer than the lease.
+            FaultKind::PauseExecutor => 2_500..6_000,
+            // The cluster writes about 50 entries a second under the run's load and snapshots
+            // every 200 (`system::SNAPSHOT_LOGS`), keeping 50: a dozen seconds purge well past
+            // the cut-off node's log.
+            FaultKind::LongPartitionQueueNode => 12_000..20_000,
+            FaultKind::SkewQueueClocks | FaultKind::JumpQueueClock => 5_000..15_000,
         }
     }
 }
+
+/// The most a skewed queue node's clock is set off, either way.
+const SKEW_MS: i64 = 10_000;
+/// The range of a clock jump's size, either way.
+const JUMP_MS: Range<i64> = 10_000..120_000;
 
 /// How to undo a fault.
 #[derive(Debug)]
 enum Repair {
     /// Start these processes again.
     Restart(Vec<String>),
+    /// SIGCONT this process.
+    Resume(String),
     HealRaftLinks,
     Rejoin(Role),
+    /// Set these queue nodes' clock offsets back to zero.
+    ResetClocks(Vec<u64>),
 }
 
 /// What the nemesis did, in order, and the processes it found exited by themselves.
@@ -155,6 +213,8 @@ impl NemesisLog {
 /// The nemesis of one run.
 pub struct Nemesis<'r> {
     rng: StdRng,
+    /// The kinds each round deals.
+    kinds: Vec<FaultKind>,
     system: &'r mut System,
     network: &'r Network,
     /// A client of the queue nodes, to find the Raft leader and the lease holder.
@@ -170,6 +230,7 @@ pub struct Nemesis<'r> {
 impl<'r> Nemesis<'r> {
     pub fn new(
         seed: u64,
+        kinds: Vec<FaultKind>,
         system: &'r mut System,
         network: &'r Network,
         status: &'r QueueClient,
@@ -177,6 +238,7 @@ impl<'r> Nemesis<'r> {
     ) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
+            kinds,
             system,
             network,
             status,
@@ -213,7 +275,8 @@ impl<'r> Nemesis<'r> {
 
     fn next_kind(&mut self) -> FaultKind {
         if self.deck.is_empty() {
-            self.deck = FaultKind::ALL
+            self.deck = self
+                .kinds
                 .iter()
                 .flat_map(|&kind| std::iter::repeat_n(kind, kind.per_round()))
                 .collect();
@@ -246,6 +309,65 @@ impl<'r> Nemesis<'r> {
                     .map(|node| Role::QueueNode(node).name())
                     .collect();
                 (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::PowerCutQueueNode => {
+                let node = self.pick_queue_node().await;
+                let targets = vec![Role::QueueNode(node).name()];
+                self.system.process(&targets[0])?.kill();
+                self.cut_power(node)?;
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::PowerCutAllQueueNodes => {
+                let targets: Vec<String> = (1..=QUEUE_NODES)
+                    .map(|node| Role::QueueNode(node).name())
+                    .collect();
+                for name in &targets {
+                    self.system.process(name)?.kill();
+                }
+                for node in 1..=QUEUE_NODES {
+                    self.cut_power(node)?;
+                }
+                (targets.clone(), Repair::Restart(targets))
+            }
+            FaultKind::PauseQueueNode => {
+                let name = Role::QueueNode(self.pick_queue_node().await).name();
+                self.system.process(&name)?.pause()?;
+                (vec![name.clone()], Repair::Resume(name))
+            }
+            FaultKind::PauseExecutor => {
+                let name = Role::Executor(self.lease_holder_or_any().await).name();
+                self.system.process(&name)?.pause()?;
+                (vec![name.clone()], Repair::Resume(name))
+            }
+            FaultKind::LongPartitionQueueNode => {
+                let node = self.pick_queue_node().await;
+                self.network.cut_raft_links(node)?;
+                (vec![Role::QueueNode(node).name()], Repair::HealRaftLinks)
+            }
+            FaultKind::SkewQueueClocks => {
+                let mut targets = Vec::new();
+                for node in 1..=QUEUE_NODES {
+                    let offset_ms = self.rng.random_range(-SKEW_MS..=SKEW_MS);
+                    self.system.set_clock_offset(node, offset_ms)?;
+                    println!("nemesis: queue-{node}'s clock set {offset_ms:+} ms off");
+                    targets.push(Role::QueueNode(node).name());
+                }
+                (targets, Repair::ResetClocks((1..=QUEUE_NODES).collect()))
+            }
+            FaultKind::JumpQueueClock => {
+                let node = self.pick_queue_node().await;
+                let size_ms = self.rng.random_range(JUMP_MS);
+                let offset_ms = if self.rng.random_bool(0.5) {
+                    size_ms
+                } else {
+                    -size_ms
+                };
+                self.system.set_clock_offset(node, offset_ms)?;
+                println!("nemesis: queue-{node}'s clock jumps {offset_ms:+} ms");
+                (
+                    vec![Role::QueueNode(node).name()],
+                    Repair::ResetClocks(vec![node]),
+                )
             }
             FaultKind::KillExecutor => {
                 let executor = self.pick_executor().await;
@@ -293,9 +415,27 @@ impl<'r> Nemesis<'r> {
                 }
                 Ok(())
             }
+            Repair::Resume(name) => self.system.process(&name)?.resume(),
             Repair::HealRaftLinks => self.network.heal_raft_links(),
             Repair::Rejoin(role) => self.network.rejoin(role),
+            Repair::ResetClocks(nodes) => {
+                for node in nodes {
+                    self.system.set_clock_offset(node, 0)?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Cuts the power of queue node `node`'s disk (the node is dead) and says what was lost.
+    fn cut_power(&mut self, node: u64) -> anyhow::Result<()> {
+        let cut = self.system.cut_power(node)?;
+        println!(
+            "nemesis: queue-{node}'s disk lost {} of {} bytes (what was not synced)",
+            cut.before.live_bytes.abs_diff(cut.after.live_bytes),
+            cut.before.live_bytes
+        );
+        Ok(())
     }
 
     /// Waits a time drawn from `range`, looking for processes that exited by themselves.
@@ -334,13 +474,16 @@ impl<'r> Nemesis<'r> {
         }
         self.leader_status()
             .await
-            .and_then(|leader| {
-                leader
-                    .lease_holder
-                    .strip_prefix("executor-")
-                    .and_then(|number| number.parse().ok())
-            })
-            .filter(|executor| (1..=EXECUTOR_COUNT).contains(executor))
+            .and_then(|leader| executor_number(&leader.lease_holder))
+            .unwrap_or(random)
+    }
+
+    /// The executor holding the lease when one does, else any.
+    async fn lease_holder_or_any(&mut self) -> u64 {
+        let random = self.rng.random_range(1..=EXECUTOR_COUNT);
+        self.leader_status()
+            .await
+            .and_then(|leader| executor_number(&leader.lease_holder))
             .unwrap_or(random)
     }
 
@@ -355,6 +498,14 @@ impl<'r> Nemesis<'r> {
     }
 }
 
+/// The number of the executor named `holder` (`executor-N`), if it is one of the run's.
+fn executor_number(holder: &str) -> Option<u64> {
+    holder
+        .strip_prefix("executor-")
+        .and_then(|number| number.parse().ok())
+        .filter(|executor| (1..=EXECUTOR_COUNT).contains(executor))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +516,10 @@ mod tests {
             FaultKind::ALL.iter().map(|kind| kind.name()).collect();
         assert_eq!(names.len(), FaultKind::ALL.len());
         assert!(FaultKind::ALL.iter().all(|kind| kind.per_round() >= 1));
+        for kind in FaultKind::ALL {
+            assert_eq!(FaultKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(FaultKind::from_name("kill-everything"), None);
     }
 
     #[test]

@@ -155,6 +155,35 @@ impl Supervised {
         }
     }
 
+    /// Stops the process where it stands (SIGSTOP), as a long GC pause, a swapped-out process or
+    /// a frozen VM would: it keeps its sockets and its state, and its timers run on when it is
+    /// resumed. Does nothing if it is not running.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&mut self, signal: libc::c_int) -> anyhow::Result<()> {
+        let Some(child) = &self.child else {
+            return Ok(());
+        };
+        let pid = libc::pid_t::try_from(child.id()).context("a pid fits pid_t")?;
+        // SAFETY: kill touches no memory; the pid is our unreaped child's, so it names no other
+        // process.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            bail!(
+                "cannot signal {} (pid {pid}): {}",
+                self.spec.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
     /// The log's length now: where the lines of a start made now begin.
     pub fn log_len(&self) -> u64 {
         std::fs::metadata(&self.spec.log).map_or(0, |meta| meta.len())
@@ -272,6 +301,35 @@ mod tests {
         }
         let levels = std::fs::read_to_string(&log).expect("the log is readable");
         assert_eq!(levels, format!("info\n{}\ninfo\n", LOG_FILTERS[1]));
+    }
+
+    #[tokio::test]
+    async fn a_paused_process_stops_running_until_resumed() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = dir.path().join("ticker.log");
+        let mut process = Supervised::spawn(shell(
+            "ticker",
+            "while true; do echo tick; sleep 0.02; done",
+            log.clone(),
+        ))
+        .expect("sh starts");
+        let grows = |process: &Supervised| {
+            let before = process.log_len();
+            std::thread::sleep(Duration::from_millis(300));
+            process.log_len() > before
+        };
+        assert!(grows(&process), "the ticker never ticked");
+        process.pause().expect("SIGSTOP");
+        // What it was writing when stopped lands first.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!grows(&process), "a paused process went on writing");
+        assert!(
+            process.is_running(),
+            "a paused process is not an exited one"
+        );
+        process.resume().expect("SIGCONT");
+        assert!(grows(&process), "a resumed process stayed stopped");
+        assert!(process.take_unexpected_exit().is_none());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::checker::{self, Bounds, Report};
 use crate::clients::{self, ClientContext, ClientRecord, ContextParts, ReaderKind};
 use crate::history::{ClockStep, History, RunWindow};
-use crate::nemesis::{Nemesis, NemesisLog};
+use crate::nemesis::{FaultKind, Nemesis, NemesisLog};
 use crate::network::Network;
 use crate::system::{EXECUTOR_COUNT, QUEUE_NODES, System, SystemPaths};
 use crate::{cards, drain};
@@ -36,6 +36,8 @@ const CVV: &str = "9073";
 /// drift apart between two looks before that counts as a step.
 const CLOCK_WATCH: Duration = Duration::from_millis(500);
 const CLOCK_STEP_MS: i64 = 100;
+/// What a queue node logs when it installs a snapshot from its leader.
+const SNAPSHOT_INSTALLED: &[u8] = b"\"snapshot installed\"";
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct RunOptions {
     pub keep: bool,
     /// Six hex digits naming the run's bridge and namespaces; random when not given.
     pub tag: Option<String>,
+    /// The kinds of fault the nemesis deals from.
+    pub fault_kinds: Vec<FaultKind>,
 }
 
 /// What `summary.json` holds, and the last lines of the run's output.
@@ -79,6 +83,9 @@ pub struct Summary {
     pub orders_executed: usize,
     pub executions: usize,
     pub fenced_re_executions: usize,
+    /// Snapshots the queue nodes installed from their leader (each a node caught up past the
+    /// leader's purged log, as after a long partition).
+    pub snapshot_installs: usize,
     /// Executions per second of the run, drain included.
     pub executions_per_s: f64,
     /// Every fault kind of the checker and its count.
@@ -160,7 +167,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<bool> {
     let client_tasks = spawn_clients(&options, &context, until);
     drop(context);
 
-    let mut nemesis = Nemesis::new(options.seed, &mut system, &network, &status, faulted_sender);
+    let mut nemesis = Nemesis::new(
+        options.seed,
+        options.fault_kinds.clone(),
+        &mut system,
+        &network,
+        &status,
+        faulted_sender,
+    );
     nemesis.run(until).await?;
     println!("nemesis stopped; healing, waiting for the clients, draining");
     network.heal_all()?;
@@ -192,7 +206,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<bool> {
     nemesis_log.exits.extend(system.restart_exited()?);
     let ledgers = system.ledgers.clone();
     // Every process stops here, so that the ledgers and logs are complete for what follows.
+    system.stop_and_keep_data()?;
     drop(system);
+    let disks = paths.disks();
+    std::fs::remove_dir_all(&disks)
+        .with_context(|| format!("cannot remove {}", disks.display()))?;
     clock_watcher.abort();
 
     let (executions, acknowledgements) = drain::ledgers(&ledgers)?;
@@ -224,7 +242,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<bool> {
     println!("\nchecker report ({}):\n{report}", history_dir.display());
 
     let leaks = card_leaks(&run_dir, &records)?;
-    let summary = summarize(&run_id, &options, elapsed, &history, &report, leaks.len());
+    let mut summary = summarize(&run_id, &options, elapsed, &history, &report, leaks.len());
+    summary.snapshot_installs = snapshot_installs(&paths)?;
     let summary_path = run_dir.join("summary.json");
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("cannot write {}", summary_path.display()))?;
@@ -359,7 +378,8 @@ fn summarize(
         contended_dequeues: report.contention.contended,
         orders_executed: report.orders_executed,
         executions: report.executions,
-        fenced_re_executions: report.fenced_re_executions,
+        fenced_re_executions: report.fenced_re_executions.count,
+        snapshot_installs: 0,
         executions_per_s: report.executions as f64 / elapsed.as_secs_f64().max(1.0),
         fault_counts: report
             .faults()
@@ -371,6 +391,23 @@ fn summarize(
         checker_clean: report.is_clean(),
         passed: report.is_clean() && card_leaks == 0,
     }
+}
+
+/// How many snapshots the queue nodes installed, as their logs say.
+fn snapshot_installs(paths: &SystemPaths) -> anyhow::Result<usize> {
+    let mut installs = 0;
+    for node in 1..=QUEUE_NODES {
+        let log = paths.logs().join(format!("queue-{node}.log"));
+        let text = std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
+        installs += text
+            .split(|&byte| byte == b'\n')
+            .filter(|line| {
+                line.windows(SNAPSHOT_INSTALLED.len())
+                    .any(|w| w == SNAPSHOT_INSTALLED)
+            })
+            .count();
+    }
+    Ok(installs)
 }
 
 /// The summary line: per kind of fault injected, the reads checked, the contention judged, and
@@ -387,8 +424,8 @@ fn print_summary(summary: &Summary) {
         "\nsummary: {:.0} s, seed {}: injected {}; operations {} ok, {} failed, {} unknown; \
          reads checked {} ({} at one node, {} without answer, {} tried at a faulted node); \
          contention {} of {} dequeues had a choice; \
-         {} orders executed ({} executions, {} fenced re-executions, {:.1}/s); faults: {}; \
-         card leaks {}",
+         {} orders executed ({} executions, {} fenced re-executions, {:.1}/s); \
+         {} snapshot installs; faults: {}; card leaks {}",
         summary.duration_s,
         summary.seed,
         pairs(&summary.faults_injected),
@@ -405,6 +442,7 @@ fn print_summary(summary: &Summary) {
         summary.executions,
         summary.fenced_re_executions,
         summary.executions_per_s,
+        summary.snapshot_installs,
         pairs(&summary.fault_counts),
         summary.card_leaks
     );

@@ -3,10 +3,17 @@
 //! the services' namespace (the backends on its loopback, on their usual ports), each queue node
 //! and each executor in a namespace of its own, all on the run's bridge. Every address is fixed
 //! for the run, so that a process the nemesis kills comes back where the others look for it.
+//!
+//! Each queue node's data directory is a powercut-fs mount served by this process, which keeps
+//! every write in memory until it is synced, so that the nemesis can cut a node's power: kill it,
+//! throw away everything it had not synced, start it again on what survived. Each queue node
+//! reads its wall clock through an offset file of the run's (`--clock-offset-file`), which the
+//! nemesis rewrites to skew a node's clock or make it jump.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use powercut_fs::{CutReport, Mount};
 
 use crate::history::ProcessExit;
 use crate::network::{Layout, Role};
@@ -52,8 +59,21 @@ impl SystemPaths {
         self.run_dir.join("logs")
     }
 
+    /// Where the queue nodes' data is kept after the run (the disks themselves are in memory).
     pub fn data(&self) -> PathBuf {
         self.run_dir.join("data")
+    }
+
+    /// Where the queue nodes' powercut-fs disks are mounted during the run.
+    pub fn disks(&self) -> PathBuf {
+        self.run_dir.join("disks")
+    }
+
+    /// The file holding queue node `node`'s wall-clock offset, in milliseconds.
+    pub fn clock_offset(&self, node: u64) -> PathBuf {
+        self.run_dir
+            .join("clocks")
+            .join(format!("queue-{node}.offset"))
     }
 
     pub fn ledger(&self, executor: u64) -> PathBuf {
@@ -63,11 +83,15 @@ impl SystemPaths {
     }
 }
 
-/// The running system. Dropping it kills every process.
+/// The running system. Dropping it kills every process, then unmounts the queue nodes' disks.
 #[derive(Debug)]
 pub struct System {
-    /// Every process: the backends, the orchestrator, the queue nodes, the executors.
+    /// Every process: the backends, the orchestrator, the queue nodes, the executors. Dropped
+    /// before the disks, so that no process is left on an unmounted directory.
     processes: Vec<Supervised>,
+    /// Each queue node's data directory, node 1 first.
+    disks: Vec<Mount>,
+    paths: SystemPaths,
     pub orchestrator_url: String,
     /// `host:port` of every queue node, node 1 first.
     pub queue_addrs: Vec<String>,
@@ -82,7 +106,12 @@ impl System {
         layout: &Layout,
         cluster_secret: &str,
     ) -> anyhow::Result<System> {
-        for dir in [paths.logs(), paths.data(), paths.run_dir.join("ledgers")] {
+        for dir in [
+            paths.logs(),
+            paths.disks(),
+            paths.run_dir.join("ledgers"),
+            paths.run_dir.join("clocks"),
+        ] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -132,10 +161,19 @@ impl System {
             .map(|(node_id, addr)| format!("{node_id}={addr}"))
             .collect::<Vec<_>>()
             .join(",");
+        let mut disks = Vec::new();
         for (&node_id, addr) in node_ids.iter().zip(&queue_addrs) {
             let role = Role::QueueNode(node_id);
             let name = role.name();
-            let data_dir = paths.data().join(&name);
+            let data_dir = paths.disks().join(&name);
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            disks.push(Mount::new(&data_dir).with_context(|| {
+                format!(
+                    "cannot mount powercut-fs at {} (the power-cut nemesis's disk)",
+                    data_dir.display()
+                )
+            })?);
             let args = vec![
                 format!("--id={node_id}"),
                 format!("--listen={addr}"),
@@ -144,6 +182,10 @@ impl System {
                 format!("--data-dir={}", data_dir.display()),
                 format!("--snapshot-logs={SNAPSHOT_LOGS}"),
                 format!("--logs-to-keep={LOGS_TO_KEEP}"),
+                format!(
+                    "--clock-offset-file={}",
+                    paths.clock_offset(node_id).display()
+                ),
             ];
             processes.push(Supervised::spawn(spec(&name, "queue-node", role, args)?)?);
         }
@@ -196,6 +238,8 @@ impl System {
         }
         Ok(System {
             processes,
+            disks,
+            paths: paths.clone(),
             orchestrator_url: format!("http://{services_addr}:{ORCHESTRATOR_PORT}"),
             queue_addrs,
             ledgers,
@@ -208,6 +252,43 @@ impl System {
             .iter_mut()
             .find(|process| process.name() == name)
             .with_context(|| format!("no process named {name}"))
+    }
+
+    /// Cuts the power of queue node `node`'s disk: everything the node had not synced is gone.
+    /// The node must be killed first.
+    pub fn cut_power(&self, node: u64) -> anyhow::Result<CutReport> {
+        let disk = usize::try_from(node)
+            .ok()
+            .and_then(|node| self.disks.get(node.checked_sub(1)?))
+            .with_context(|| format!("no queue node {node}"))?;
+        Ok(disk.cut())
+    }
+
+    /// Sets queue node `node`'s wall-clock offset: written whole, then renamed over the file the
+    /// node watches, so that it never reads half of it.
+    pub fn set_clock_offset(&self, node: u64, offset_ms: i64) -> anyhow::Result<()> {
+        let path = self.paths.clock_offset(node);
+        let written = path.with_extension("offset.new");
+        std::fs::write(&written, format!("{offset_ms}\n"))
+            .with_context(|| format!("cannot write {}", written.display()))?;
+        std::fs::rename(&written, &path)
+            .with_context(|| format!("cannot rename {} to {}", written.display(), path.display()))
+    }
+
+    /// Stops every process (SIGKILL), then copies every queue node's data from its in-memory
+    /// disk to [`SystemPaths::data`], where it outlives the run.
+    pub fn stop_and_keep_data(&mut self) -> anyhow::Result<()> {
+        for process in &mut self.processes {
+            process.kill();
+        }
+        for disk in &self.disks {
+            let name = disk
+                .path()
+                .file_name()
+                .context("a data directory has a name")?;
+            copy_tree(disk.path(), &self.paths.data().join(name))?;
+        }
+        Ok(())
     }
 
     /// Every process that exited without being told to since the last look, each started
@@ -232,4 +313,24 @@ impl System {
         }
         Ok(exits)
     }
+}
+
+/// Copies the directory tree at `from` to `to` (regular files and directories only: all a queue
+/// node's data is).
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let entries =
+        std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", from.display()))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            copy_tree(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target).with_context(|| {
+                format!("cannot copy {} to {}", source.display(), target.display())
+            })?;
+        }
+    }
+    Ok(())
 }
