@@ -39,9 +39,10 @@
 //!   is a fault.
 //! - **overlapping**: in the same order, an execution whose dequeue began before an earlier
 //!   execution with another token finished: two executors held an order at once. The earlier
-//!   execution named is the one that finished last. Fenced executions are included: an executor
-//!   writes its ledger line only while its lease is confirmed, so even a zombie's line must end
-//!   before the next lease's dequeue begins.
+//!   execution named is the one that finished last. Fenced executions are included. A ledger
+//!   line's `executed_at` is when the work ended, taken while the lease was confirmed (before
+//!   the record is asked for; the line itself may be written much later, once a delayed answer
+//!   says the record committed), so even a zombie's must come before the next lease's dequeue.
 //! - **priority skips**: a counting execution X skipped an order Y when Y's priority is higher
 //!   than X's, Y was acknowledged before X's dequeue began, and Y's counting execution began after
 //!   X's dequeue (or Y has none). One fault per skipping execution, naming the highest-priority

@@ -314,7 +314,7 @@ impl<'r> Nemesis<'r> {
                 let node = self.pick_queue_node().await;
                 let targets = vec![Role::QueueNode(node).name()];
                 self.system.process(&targets[0])?.kill();
-                self.cut_power(node)?;
+                self.system.cut_power(node)?;
                 (targets.clone(), Repair::Restart(targets))
             }
             FaultKind::PowerCutAllQueueNodes => {
@@ -325,7 +325,7 @@ impl<'r> Nemesis<'r> {
                     self.system.process(name)?.kill();
                 }
                 for node in 1..=QUEUE_NODES {
-                    self.cut_power(node)?;
+                    self.system.cut_power(node)?;
                 }
                 (targets.clone(), Repair::Restart(targets))
             }
@@ -425,17 +425,6 @@ impl<'r> Nemesis<'r> {
                 Ok(())
             }
         }
-    }
-
-    /// Cuts the power of queue node `node`'s disk (the node is dead) and says what was lost.
-    fn cut_power(&mut self, node: u64) -> anyhow::Result<()> {
-        let cut = self.system.cut_power(node)?;
-        println!(
-            "nemesis: queue-{node}'s disk lost {} of {} bytes (what was not synced)",
-            cut.before.live_bytes.abs_diff(cut.after.live_bytes),
-            cut.before.live_bytes
-        );
-        Ok(())
     }
 
     /// Waits a time drawn from `range`, looking for processes that exited by themselves.

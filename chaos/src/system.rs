@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use powercut_fs::{CutReport, Mount};
+use powercut_fs::Mount;
 
 use crate::history::ProcessExit;
 use crate::network::{Layout, Role};
@@ -256,12 +256,13 @@ impl System {
 
     /// Cuts the power of queue node `node`'s disk: everything the node had not synced is gone.
     /// The node must be killed first.
-    pub fn cut_power(&self, node: u64) -> anyhow::Result<CutReport> {
+    pub fn cut_power(&self, node: u64) -> anyhow::Result<()> {
         let disk = usize::try_from(node)
             .ok()
             .and_then(|node| self.disks.get(node.checked_sub(1)?))
             .with_context(|| format!("no queue node {node}"))?;
-        Ok(disk.cut())
+        disk.cut();
+        Ok(())
     }
 
     /// Sets queue node `node`'s wall-clock offset: written whole, then renamed over the file the

@@ -32,7 +32,9 @@ pub struct Execution {
     /// RFC 3339 with milliseconds: with `executed_at` it bounds the time the order was in hand,
     /// so that a history checker can tell overlapping executions apart.
     pub dequeued_at: String,
-    /// When the execution finished, RFC 3339 with milliseconds.
+    /// When the execution's work finished, while the lease was still confirmed (before its
+    /// record was asked for), RFC 3339 with milliseconds. The line itself is written once the
+    /// record is known to have committed, which may be much later.
     pub executed_at: String,
 }
 

@@ -369,9 +369,14 @@ impl Worker {
                 self.faults
                     .reach(FaultPoint::Executed, &order_id, token)
                     .await;
+                // Before `record` checks the lease: the work ended while it was confirmed. The
+                // ledger line is written later (once the record's answer comes, which a lost
+                // answer or a pause delays past the lease), but names this moment.
+                let executed_at = rfc3339_now();
                 match self.record(&lease, &order_id).await {
                     Ok(Recording::Recorded(execution)) => {
-                        self.report_executed(&order, &execution, dequeued_at).await;
+                        let held = (dequeued_at, executed_at);
+                        self.report_executed(&order, &execution, held).await;
                         self.faults
                             .reach(FaultPoint::Recorded, &order_id, token)
                             .await;
@@ -559,14 +564,14 @@ impl Worker {
         })
     }
 
-    /// Says, once, that this run's execution of `order` counts: the log line, the ledger line,
-    /// the status and the metric. The record is committed already; a ledger that cannot be
+    /// Says, once, that this run's execution of `order` counts: the log line, the ledger line
+    /// (with `held`: when the dequeue began and when the work ended), the status and the metric. The record is committed already; a ledger that cannot be
     /// written is reported and changes nothing.
     async fn report_executed(
         &self,
         order: &QueuedOrder,
         execution: &pb::ExecutionRecord,
-        dequeued_at: String,
+        (dequeued_at, executed_at): (String, String),
     ) {
         let order_id = order.order_id();
         tracing::info!(
@@ -589,7 +594,7 @@ impl Worker {
                 priority: order.priority(),
                 customer: order.customer().to_owned(),
                 dequeued_at,
-                executed_at: rfc3339_now(),
+                executed_at,
             };
             if let Err(error) = ledger.record(&line).await {
                 self.board.failed(&error);

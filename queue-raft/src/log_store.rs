@@ -16,6 +16,10 @@
 //!   [`crate::proposer`]): group commit keeps the cost of syncing per batch, not per write.
 //! - `last_purged` is durable before the entries it covers are deleted, so after any crash the
 //!   log state never reports a last log id below what was purged.
+//! - Nothing is purged past the state machine's snapshot on disk (when the store is opened with
+//!   [`LogStore::purge_behind`], as a node's is): a purge waits until the snapshot covering it
+//!   is written, so that after any crash the snapshot and the log still meet (see
+//!   `crate::sm_store`).
 //! - Purged entries are gone at once for every reader (reads start after `last_purged`), and
 //!   deleted from disk in the background: openraft waits for `purge`, and deleting thousands of
 //!   entries from sled takes seconds, which would hold up heartbeats and commits.
@@ -41,6 +45,7 @@ use openraft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::sled_files::SledFiles;
 use crate::{NodeId, StoreOpenError, TypeConfig, codec};
@@ -69,11 +74,16 @@ pub struct LogStore {
     first_kept: Arc<AtomicU64>,
     /// sled's files, synced to make writes durable.
     files: Arc<SledFiles>,
+    /// How far the state machine's snapshot on disk reaches, when purges must wait for it.
+    durable_snapshots: Option<watch::Receiver<Option<LogId<NodeId>>>>,
 }
 
 /// How many purged entries are deleted per sled batch: small enough that the log's own writes
 /// and flushes get their turn in between.
 const DELETE_CHUNK: u64 = 64;
+/// How long a purge waits for the snapshot covering it to be written (an install of a large
+/// queue on a slow disk) before it fails, which stops Raft rather than purge past it.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl LogStore {
     /// Opens (or creates) the node's sled database at `path` and the log store in it. The
@@ -94,6 +104,7 @@ impl LogStore {
             db,
             first_kept: Arc::new(AtomicU64::new(0)),
             files: Arc::new(files),
+            durable_snapshots: None,
         };
         let last_purged: Option<LogId<NodeId>> = store
             .read_meta(LAST_PURGED_KEY, StorageIOError::read_logs)
@@ -102,6 +113,38 @@ impl LogStore {
             .first_kept
             .store(first_kept_after(last_purged), Ordering::Release);
         Ok(store)
+    }
+
+    /// Makes every purge wait until `durable_snapshots` (the state machine's, see
+    /// `StateMachineStore::durable_snapshots`) covers what it purges. Without it (openraft's
+    /// storage test suite, which purges with no state machine) purges run at once.
+    pub fn purge_behind(
+        mut self,
+        durable_snapshots: watch::Receiver<Option<LogId<NodeId>>>,
+    ) -> Self {
+        self.durable_snapshots = Some(durable_snapshots);
+        self
+    }
+
+    /// Waits until the snapshot on disk covers `log_id`, if purges wait for it.
+    async fn wait_for_snapshot(&self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let Some(durable_snapshots) = &self.durable_snapshots else {
+            return Ok(());
+        };
+        let mut durable_snapshots = durable_snapshots.clone();
+        let covered = durable_snapshots.wait_for(|durable| durable.as_ref() >= Some(&log_id));
+        match tokio::time::timeout(SNAPSHOT_WAIT, covered).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StorageIOError::write_logs(AnyError::error(format!(
+                "cannot purge the log up to {log_id}: the state machine is gone"
+            )))
+            .into()),
+            Err(_) => Err(StorageIOError::write_logs(AnyError::error(format!(
+                "cannot purge the log up to {log_id}: no snapshot on disk covers it after {} s",
+                SNAPSHOT_WAIT.as_secs()
+            )))
+            .into()),
+        }
     }
 
     /// The node's database, flushed once more when the node stops.
@@ -358,6 +401,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.wait_for_snapshot(log_id).await?;
         self.write_meta(LAST_PURGED_KEY, &log_id, StorageIOError::write_logs)?;
         self.make_durable_or(StorageIOError::write_logs).await?;
         self.first_kept

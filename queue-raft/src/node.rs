@@ -186,9 +186,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     // Bind before anything else: the port is the node's identity to its peers, and a node that
     // cannot have it should stop before it touches its data.
     let listener = grpc::bind(config.listen).await?;
-    let log_store = LogStore::open(&config.data_dir)?;
-    let db = log_store.db().clone();
     let state_machine = StateMachineStore::open(&config.data_dir)?;
+    let log_store =
+        LogStore::open(&config.data_dir)?.purge_behind(state_machine.durable_snapshots());
+    let db = log_store.db().clone();
     let raft = Raft::new(
         config.id,
         raft_config,

@@ -10,6 +10,12 @@
 //!   log only behind a built snapshot, so the persisted snapshot plus the remaining log always
 //!   cover every committed entry: on restart [`StateMachineStore::open`] loads the snapshot, reports
 //!   its last log id as applied, and openraft re-applies the committed entries after it.
+//! - The log is never purged past the snapshot on disk: openraft 0.9 hands a follower's log store
+//!   the purge of what an installed snapshot covers together with the install, without waiting
+//!   for it, and a crash between the two (the purge durable, the snapshot not yet written) left a
+//!   node whose log starts after its snapshot ends, which cannot restart (found by the chaos
+//!   run's power cuts). [`StateMachineStore::durable_snapshots`] tells the log store how far the
+//!   snapshot on disk reaches, and its purges wait for it (`LogStore::purge_behind`).
 //! - The snapshot on disk only moves forward: openraft builds snapshots beside the state machine,
 //!   so a build that began before an install can finish after it. Snapshots are written one at
 //!   a time (a lock), each through a temporary file of its own, and one that is not newer (by
@@ -36,7 +42,7 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Mutex, RwLock, watch};
 
 use crate::{CommandResponse, NodeId, QueueState, StoreOpenError, TypeConfig, codec};
 
@@ -83,6 +89,8 @@ struct Shared {
     /// The metadata of the last snapshot built or installed; written only after the snapshot is
     /// on disk.
     current_snapshot: RwLock<Option<SnapshotMeta<NodeId, BasicNode>>>,
+    /// The last log id the snapshot on disk covers, for the log store's purges.
+    durable_snapshot: watch::Sender<Option<LogId<NodeId>>>,
     /// Held while a snapshot is compared with the current one, written and made current, so
     /// that snapshots replace each other one at a time.
     persisting: Mutex<()>,
@@ -140,6 +148,8 @@ impl Shared {
         .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), AnyError::new(&e)))?;
         written.map_err(|e| StorageIOError::write_snapshot(Some(signature), AnyError::new(&e)))?;
         *self.current_snapshot.write().await = Some(snapshot.meta.clone());
+        self.durable_snapshot
+            .send_replace(snapshot.meta.last_log_id);
         Ok(Persisted::Written(snapshot))
     }
 }
@@ -230,6 +240,7 @@ impl StateMachineStore {
         let mut shared = Shared {
             applied: RwLock::new(AppliedState::default()),
             current_snapshot: RwLock::new(None),
+            durable_snapshot: watch::Sender::new(None),
             persisting: Mutex::new(()),
             temp_files: AtomicU64::new(0),
             dir,
@@ -242,11 +253,20 @@ impl StateMachineStore {
                     what: "snapshot data",
                     source,
                 })?;
+            shared
+                .durable_snapshot
+                .send_replace(snapshot.meta.last_log_id);
             *shared.current_snapshot.get_mut() = Some(snapshot.meta);
         }
         Ok(Self {
             shared: Arc::new(shared),
         })
+    }
+
+    /// The last log id the snapshot on disk covers, as it moves: what the log may be purged up
+    /// to.
+    pub fn durable_snapshots(&self) -> watch::Receiver<Option<LogId<NodeId>>> {
+        self.shared.durable_snapshot.subscribe()
     }
 
     /// Runs `read` on the queue as applied so far (linearizable only if the caller made sure of
