@@ -15,7 +15,6 @@
 //! proposed the acknowledgement (millisecond resolution), never from this client: polling for the
 //! end does not change what is measured, only how soon it is noticed.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -199,8 +198,9 @@ pub struct ExecutorsReport {
     pub idle_grants: u64,
     /// Whether every order took its own lease (tokens strictly increase in execution order).
     pub one_lease_per_order: bool,
-    /// Whether orders were executed by priority (more books first, ties in enqueue order), as
-    /// they should be with everything queued before the first election.
+    /// Whether orders were executed in the queue's dequeue order (priority with aging: more books
+    /// first among orders of the same age, ties in enqueue order), as they should be with
+    /// everything queued before the first election.
     pub in_priority_order: bool,
     /// From the start of `measure` until every order was seen executed, by this client's clock.
     pub waited_seconds: f64,
@@ -295,9 +295,11 @@ fn report(
     for state in &executed {
         *executed_by.entry(state.executor_id.clone()).or_insert(0) += 1;
     }
-    let ranks: Vec<(Reverse<u32>, u64)> = executed
+    let ranks: Vec<queue_raft::DequeueKey> = executed
         .iter()
-        .map(|state| (Reverse(state.priority), state.sequence))
+        .map(|state| {
+            queue_raft::DequeueKey::new(state.enqueued_at_queue_ms, state.priority, state.sequence)
+        })
         .collect();
     ExecutorsReport {
         bench: "executors",

@@ -43,10 +43,13 @@
 //!   line's `executed_at` is when the work ended, taken while the lease was confirmed (before
 //!   the record is asked for; the line itself may be written much later, once a delayed answer
 //!   says the record committed), so even a zombie's must come before the next lease's dequeue.
-//! - **priority skips**: a counting execution X skipped an order Y when Y's priority is higher
-//!   than X's, Y was acknowledged before X's dequeue began, and Y's counting execution began after
-//!   X's dequeue (or Y has none). One fault per skipping execution, naming the highest-priority
-//!   order it skipped.
+//! - **priority skips**: a counting execution X skipped an order Y when Y was acknowledged before
+//!   X's dequeue began (at `t`), Y's counting execution began after `t` (or Y has none), and Y
+//!   comes before X in the queue's dequeue order: `key(Y) < key(X)`, where `key(o) =
+//!   (enqueued_at_queue_ms − 500 ms × priority, sequence)` (queue-raft's `DequeueKey`: priority
+//!   with aging) from the enqueue time and sequence the cluster reports for each order at the end
+//!   ([`crate::history::QueuePlace`]). An order the cluster reports no place for is not judged.
+//!   One fault per skipping execution, naming the first order in dequeue order it skipped.
 //! - **acknowledgements lost**: an executor's acknowledgement the cluster accepted (under token
 //!   `T`), for an order the cluster does not end with as acknowledged under `T`
 //!   (`Executed { acknowledged_token: T, .. }`): the cluster took back a committed write, and
@@ -99,9 +102,10 @@
 //! later, and an execution cannot count before its dequeue began), and it was not executing
 //! either, because the cluster grants a new lease (X's) only after the previous one ended, and an
 //! order executing under an ended lease returns to the queue. The dequeue takes the
-//! highest-priority queued order, so it had to return Y or an order of Y's priority or higher,
-//! never X. Equal priorities go in commit order, which a client's acknowledgement does not
-//! reveal, so they are never judged.
+//! queued order that comes first in the dequeue order, and an order's key is fixed at its enqueue
+//! (an order given back by an ended lease keeps it), so it had to return Y or an order whose key
+//! is smaller still, never X. Keys are unique (the sequence breaks ties), so equal priorities are
+//! judged too, by the cluster's own commit order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -112,9 +116,10 @@ use serde::Serialize;
 
 use crate::history::{
     Acknowledgement, AcknowledgementAnswer, ClientOperation, Execution, FaultPhase, History,
-    NemesisEvent, OperationKind, OrderContents, OrderState, Outcome, ReadKind, ReadOperation,
-    ReadResult, ReadState,
+    NemesisEvent, OperationKind, OrderContents, OrderState, Outcome, QueuePlace, ReadKind,
+    ReadOperation, ReadResult, ReadState,
 };
+use queue_raft::DequeueKey;
 
 /// How many examples each kind of fault keeps; the count goes on.
 pub const MAX_EXAMPLES: usize = 10;
@@ -405,6 +410,8 @@ struct OrderRecord<'h> {
     final_state: Option<&'h OrderState>,
     final_contents: Option<&'h OrderContents>,
     listed_at_end: bool,
+    /// Where the cluster placed it in the dequeue order, as it reports at the end.
+    place: Option<QueuePlace>,
     ledger_lines: Vec<&'h Execution>,
     answers: Vec<&'h Acknowledgement>,
 }
@@ -422,6 +429,17 @@ impl OrderRecord<'_> {
 
     fn priority(&self) -> u32 {
         self.sent.map_or(0, OrderContents::priority)
+    }
+
+    /// Its place in the queue's dequeue order, from the cluster's report and the priority its
+    /// client sent (contents the cluster changed are *wrong contents*, judged on their own).
+    fn dequeue_key(&self) -> Option<DequeueKey> {
+        let place = self.place?;
+        Some(DequeueKey::new(
+            place.enqueued_at_queue_ms,
+            self.priority(),
+            place.sequence,
+        ))
     }
 }
 
@@ -486,6 +504,7 @@ fn index_orders<'h>(
         let record = orders.entry(&state.order_id).or_default();
         record.final_state = Some(&state.state);
         record.final_contents = state.contents.as_ref();
+        record.place = state.place;
     }
     for order_id in &history.end.queued_order_ids {
         orders.entry(order_id).or_default().listed_at_end = true;
@@ -772,10 +791,61 @@ fn check_leases(executions: &[&Execution], report: &mut Report) {
     }
 }
 
+/// One acknowledged order while it waits for its counting execution.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Waiting<'h> {
+    /// Its place in the dequeue order; none when the cluster reports none (then it counts for
+    /// contention but is never judged).
+    key: Option<DequeueKey>,
+    acknowledged_at_ms: u64,
+    priority: u32,
+    order_id: &'h str,
+}
+
+/// The orders waiting at one moment of the sweep: every one for contention, those with a key in
+/// dequeue order for judging.
+#[derive(Default)]
+struct WaitingOrders<'h> {
+    count: usize,
+    /// How many wait with each priority.
+    priorities: BTreeMap<u32, usize>,
+    /// Those with a key, first in dequeue order first.
+    by_key: BTreeSet<(DequeueKey, Waiting<'h>)>,
+}
+
+impl<'h> WaitingOrders<'h> {
+    fn insert(&mut self, order: Waiting<'h>) {
+        self.count += 1;
+        *self.priorities.entry(order.priority).or_default() += 1;
+        if let Some(key) = order.key {
+            self.by_key.insert((key, order));
+        }
+    }
+
+    fn remove(&mut self, order: &Waiting<'h>) {
+        self.count -= 1;
+        if let Some(count) = self.priorities.get_mut(&order.priority) {
+            *count -= 1;
+            if *count == 0 {
+                self.priorities.remove(&order.priority);
+            }
+        }
+        if let Some(key) = order.key {
+            self.by_key.remove(&(key, *order));
+        }
+    }
+}
+
+/// A dequeue key as a reader checks it: `(aged ms, #sequence)`.
+fn show_key(key: DequeueKey) -> String {
+    format!("({} ms, #{})", key.aged_ms, key.sequence)
+}
+
 /// Priority skips and contention, by a sweep over time: an acknowledged order is *waiting* from
 /// its acknowledgement until its counting execution begins (for ever if it has none); each
-/// counting execution, at its dequeue, is judged against the highest priority waiting, and
-/// counts as contended when it had at least one other acknowledged order to choose from.
+/// counting execution, at its dequeue, is judged against the waiting order first in the dequeue
+/// order, and counts as contended when it had at least one other acknowledged order to choose
+/// from.
 fn check_priorities(
     orders: &BTreeMap<&str, OrderRecord>,
     counting: &[&Execution],
@@ -786,33 +856,35 @@ fn check_priorities(
         .iter()
         .map(|execution| (execution.order_id.as_str(), execution.dequeued_at_ms))
         .collect();
-    // (acknowledged at, priority, order id, began at), by acknowledgement.
-    let mut acknowledged: Vec<(u64, u32, &str, u64)> = orders
+    // (acknowledged at, the order as it will wait, began at), by acknowledgement.
+    let mut acknowledged: Vec<(u64, Waiting, u64)> = orders
         .iter()
         .filter_map(|(&order_id, record)| {
             let at_ms = record.acknowledged_at?;
             let began = started.get(order_id).copied().unwrap_or(u64::MAX);
-            Some((at_ms, record.priority(), order_id, began))
+            let waiting = Waiting {
+                key: record.dequeue_key(),
+                acknowledged_at_ms: at_ms,
+                priority: record.priority(),
+                order_id,
+            };
+            Some((at_ms, waiting, began))
         })
         .collect();
     acknowledged.sort_unstable();
-    // Waiting orders as (priority, acknowledged at, order id), and when each stops waiting.
-    let mut waiting: BTreeSet<(u32, u64, &str)> = BTreeSet::new();
-    let mut stop_waiting: BTreeMap<u64, Vec<(u32, u64, &str)>> = BTreeMap::new();
+    let mut waiting = WaitingOrders::default();
+    let mut stop_waiting: BTreeMap<u64, Vec<Waiting>> = BTreeMap::new();
     let mut next = 0;
     let mut waiting_counts = Vec::with_capacity(counting.len());
     for execution in counting {
         let now = execution.dequeued_at_ms;
-        while let Some(&(at_ms, priority, order_id, began)) = acknowledged.get(next)
+        while let Some(&(at_ms, order, began)) = acknowledged.get(next)
             && at_ms < now
         {
             next += 1;
             if began > now {
-                waiting.insert((priority, at_ms, order_id));
-                stop_waiting
-                    .entry(began)
-                    .or_default()
-                    .push((priority, at_ms, order_id));
+                waiting.insert(order);
+                stop_waiting.entry(began).or_default().push(order);
             }
         }
         while let Some(entry) = stop_waiting.first_entry()
@@ -822,30 +894,39 @@ fn check_priorities(
                 waiting.remove(&order);
             }
         }
-        let itself_waited = orders
-            .get(execution.order_id.as_str())
+        let itself = orders.get(execution.order_id.as_str());
+        let itself_waited = itself
             .and_then(|record| record.acknowledged_at)
             .is_some_and(|at_ms| at_ms < now);
-        let choices = waiting.len() + usize::from(itself_waited);
+        let choices = waiting.count + usize::from(itself_waited);
         waiting_counts.push(choices);
         if choices >= 2 {
             report.contention.contended += 1;
-            let lowest = waiting.first().map(|&(priority, ..)| priority);
-            let highest = waiting.last().map(|&(priority, ..)| priority);
+            let lowest = waiting.priorities.first_key_value().map(|(&p, _)| p);
+            let highest = waiting.priorities.last_key_value().map(|(&p, _)| p);
             let own = itself_waited.then_some(execution.priority);
             let priorities: BTreeSet<u32> = [lowest, highest, own].into_iter().flatten().collect();
             if priorities.len() >= 2 {
                 report.contention.with_priorities_to_choose += 1;
             }
         }
-        if let Some(&(priority, at_ms, order_id)) = waiting.last()
-            && priority > execution.priority
+        if let Some(own_key) = itself.and_then(OrderRecord::dequeue_key)
+            && let Some(&(first_key, first)) = waiting.by_key.first()
+            && first_key < own_key
         {
             report.priority_skips.add(|| {
                 format!(
-                    "{} (priority {}, token {}) was dequeued at {} while {order_id} (priority \
-                     {priority}, acknowledged at {at_ms}) waited",
-                    execution.order_id, execution.priority, execution.token, now
+                    "{} (priority {}, token {}) was dequeued at {} while {} (priority {}, \
+                     acknowledged at {}) waited, ahead of it in dequeue order: key {} < {}",
+                    execution.order_id,
+                    execution.priority,
+                    execution.token,
+                    now,
+                    first.order_id,
+                    first.priority,
+                    first.acknowledged_at_ms,
+                    show_key(first_key),
+                    show_key(own_key)
                 )
             });
         }
@@ -1362,6 +1443,18 @@ mod tests {
             order_id: order_id.into(),
             state,
             contents: None,
+            place: None,
+        }
+    }
+
+    /// `state`, placed by the cluster at `enqueued_at_queue_ms` of its time, `sequence`-th.
+    fn placed(state: FinalState, enqueued_at_queue_ms: u64, sequence: u64) -> FinalState {
+        FinalState {
+            place: Some(QueuePlace {
+                enqueued_at_queue_ms,
+                sequence,
+            }),
+            ..state
         }
     }
 
@@ -1406,10 +1499,11 @@ mod tests {
         }
     }
 
-    /// Three orders acknowledged at 100, 110, 120, executed by priority under tokens 1 to 3,
-    /// 50 ms apart, each acknowledgement accepted; a failed checkout; an unknown one that was
-    /// enqueued and executed last (its priority is the highest, but no answer told when it was
-    /// enqueued); reads that saw each order as it was; three equal replicas.
+    /// Three orders acknowledged at 100, 110, 120 (placed by the cluster at those times of its
+    /// own, sequences 0 to 2), executed in dequeue order under tokens 1 to 3, 50 ms apart, each
+    /// acknowledgement accepted; a failed checkout; an unknown one that was enqueued and executed
+    /// last (first in dequeue order, but no answer told when it was enqueued); reads that saw
+    /// each order as it was; three equal replicas.
     fn clean_history() -> History {
         History {
             run: RunWindow {
@@ -1471,14 +1565,18 @@ mod tests {
                 answer("timed-out", 4, AcknowledgementAnswer::Accepted, 365),
             ],
             final_states: vec![
-                executed("a", 2),
-                executed("b", 1),
-                FinalState {
-                    contents: Some(contents("c", 2)),
-                    ..executed("c", 3)
-                },
+                placed(executed("a", 2), 100, 0),
+                placed(executed("b", 1), 110, 1),
+                placed(
+                    FinalState {
+                        contents: Some(contents("c", 2)),
+                        ..executed("c", 3)
+                    },
+                    120,
+                    2,
+                ),
                 final_state("rejected", OrderState::Unknown),
-                executed("timed-out", 4),
+                placed(executed("timed-out", 4), 140, 3),
             ],
             end: ClusterEnd {
                 queue_depth: 0,
@@ -1984,16 +2082,19 @@ mod tests {
     }
 
     #[test]
-    fn a_dequeue_that_passed_over_a_waiting_higher_priority_order_is_a_skip() {
+    fn a_dequeue_that_passed_over_a_waiting_order_ahead_of_it_is_a_skip() {
         let mut history = clean_history();
-        // `d` (priority 3) was acknowledged at 260, before `c` (priority 2) was dequeued at 300,
-        // and executed only after it.
+        // `d` (priority 3, placed at 255: key 255 − 1500) was acknowledged at 260, before `c`
+        // (priority 2, key 120 − 1000) was dequeued at 300, and executed only after it.
         history.operations.push(operation("d", 3, 260, Outcome::Ok));
         history.executions.push(execution("d", 5, 3, 400));
-        history.final_states.push(executed("d", 5));
+        history.final_states.push(placed(executed("d", 5), 255, 4));
         let example = the_one_fault(&history, "priority skips");
         assert!(
-            example.contains("c (priority 2, token 3) was dequeued at 300 while d"),
+            example.contains(
+                "c (priority 2, token 3) was dequeued at 300 while d (priority 3, acknowledged \
+                 at 260) waited, ahead of it in dequeue order: key (-1245 ms, #4) < (-880 ms, #2)"
+            ),
             "{example}"
         );
     }
@@ -2002,11 +2103,11 @@ mod tests {
     fn a_skipped_order_that_was_never_executed_is_a_skip_too() {
         let mut history = clean_history();
         // `d` (priority 3), acknowledged at 260, is still queued at the end: `c` (at 300) and
-        // `timed-out` (at 350, priority 9, not skipping) ran past it.
+        // `timed-out` (at 350, first in dequeue order, not skipping) ran past it.
         history.operations.push(operation("d", 3, 260, Outcome::Ok));
         history
             .final_states
-            .push(final_state("d", OrderState::Queued));
+            .push(placed(final_state("d", OrderState::Queued), 255, 4));
         let report = check(&history, Bounds::NONE);
         assert_eq!(
             (report.priority_skips.count, report.stuck.count),
@@ -2029,11 +2130,56 @@ mod tests {
     }
 
     #[test]
-    fn equal_priorities_are_not_skips() {
+    fn equal_priorities_are_judged_by_the_clusters_commit_order() {
+        // Same priority as `c`, acknowledged long before it was dequeued, executed after it:
+        // right when the cluster committed it after `c`, a skip when before.
         let mut history = clean_history();
-        // Same priority as `c`, acknowledged long before it was dequeued, executed after it.
         history.operations.push(operation("d", 2, 105, Outcome::Ok));
         history.executions.push(execution("d", 5, 2, 400));
+        history.final_states.push(placed(executed("d", 5), 120, 4));
+        assert!(clean(&history));
+        history.final_states.last_mut().expect("d").place = Some(QueuePlace {
+            enqueued_at_queue_ms: 120,
+            sequence: 1,
+        });
+        let example = the_one_fault(&history, "priority skips");
+        assert!(example.starts_with("c (priority 2, token 3)"), "{example}");
+    }
+
+    /// Aging: an order of fewer books that waited long enough goes first, and one of more books
+    /// enqueued too late for its books to make up for goes after.
+    #[test]
+    fn a_small_order_that_waited_long_enough_goes_before_a_bigger_one() {
+        let mut history = clean_history();
+        // `small` (1 book, placed at 0: key -500) waits from 150; `big` (3 books, placed at 1100:
+        // key -400) is dequeued at 2000 before it, and `small` at 2100.
+        history.operations.push(operation("small", 1, 150, Outcome::Ok));
+        history.operations.push(operation("big", 3, 1_150, Outcome::Ok));
+        history.executions.push(execution("big", 5, 3, 2_000));
+        history.executions.push(execution("small", 6, 1, 2_100));
+        history.final_states.push(placed(executed("small", 6), 0, 4));
+        history
+            .final_states
+            .push(placed(executed("big", 5), 1_100, 5));
+        let example = the_one_fault(&history, "priority skips");
+        assert!(
+            example.starts_with("big (priority 3, token 5) was dequeued at 2000 while small"),
+            "{example}"
+        );
+        // Enqueued at 900 instead, `big` (key -600) was right to go first, which strict priority
+        // would have called right either way.
+        history.final_states.last_mut().expect("big").place = Some(QueuePlace {
+            enqueued_at_queue_ms: 900,
+            sequence: 5,
+        });
+        assert!(clean(&history));
+    }
+
+    #[test]
+    fn an_order_the_cluster_reports_no_place_for_is_not_judged() {
+        let mut history = clean_history();
+        history.operations.push(operation("d", 3, 260, Outcome::Ok));
+        history.executions.push(execution("d", 5, 3, 400));
         history.final_states.push(executed("d", 5));
         assert!(clean(&history));
     }
@@ -2466,14 +2612,17 @@ mod tests {
     }
 
     /// The history of a correct queue running `steps` 10 ms apart, then draining. A step at
-    /// time `t` takes effect at `t`: an enqueue commits, a read is linearized, a dequeue is
-    /// applied (its execution finishes and is recorded at `t + 5`, its acknowledgement commits at
-    /// `t + 6` and is answered at `t + 7`; a lease that ends otherwise gives the order back at
-    /// `t + 8`). An order whose execution is recorded is only acknowledged by later leases.
+    /// time `t` takes effect at `t`: an enqueue commits (at `t` of the queue's own time, which
+    /// the model runs 100 times as fast as the runner's, so that orders age by many books'
+    /// worth), a read is linearized, a dequeue is applied (its execution finishes and is
+    /// recorded at `t + 5`, its acknowledgement commits at `t + 6` and is answered at `t + 7`; a
+    /// lease that ends otherwise gives the order back at `t + 8`). An order whose execution is
+    /// recorded is only acknowledged by later leases.
     fn model_history(steps: &[Step]) -> History {
         let mut history = History::default();
-        // Queued orders as (priority, commit sequence, id).
-        let mut queue: Vec<(u32, usize, String)> = Vec::new();
+        // Queued orders in dequeue order, with their ids.
+        let mut queue: BTreeMap<DequeueKey, String> = BTreeMap::new();
+        let mut places: BTreeMap<String, QueuePlace> = BTreeMap::new();
         // Executed orders: (the recording token, the acknowledging token).
         let mut tokens: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut recorded: BTreeMap<String, u64> = BTreeMap::new();
@@ -2493,7 +2642,14 @@ mod tests {
                 } => {
                     let order_id = format!("o-{index}");
                     if committed {
-                        queue.push((priority, index, order_id.clone()));
+                        let place = QueuePlace {
+                            enqueued_at_queue_ms: 100 * now,
+                            sequence: places.len() as u64,
+                        };
+                        let key =
+                            DequeueKey::new(place.enqueued_at_queue_ms, priority, place.sequence);
+                        queue.insert(key, order_id.clone());
+                        places.insert(order_id.clone(), place);
                         enqueued.insert(order_id.clone(), priority);
                     }
                     asked.push(order_id.clone());
@@ -2504,13 +2660,12 @@ mod tests {
                     });
                 }
                 Step::Execute(end) => {
-                    let Some(best) = (0..queue.len())
-                        .max_by_key(|&at| (queue[at].0, std::cmp::Reverse(queue[at].1)))
-                    else {
+                    let Some((&first, order_id)) = queue.first_key_value() else {
                         continue;
                     };
+                    let order_id = order_id.clone();
+                    let priority = enqueued[&order_id];
                     token += 1;
-                    let (priority, _, order_id) = queue[best].clone();
                     if end != LeaseEnd::DiedBeforeRecord && !recorded.contains_key(&order_id) {
                         recorded.insert(order_id.clone(), token);
                         history.executions.push(Execution {
@@ -2524,7 +2679,7 @@ mod tests {
                             history
                                 .acknowledgements
                                 .push(answer_of(AcknowledgementAnswer::Accepted));
-                            queue.swap_remove(best);
+                            queue.remove(&first);
                             tokens.insert(order_id.clone(), (recorded[&order_id], token));
                         }
                         LeaseEnd::Refused => history
@@ -2539,16 +2694,10 @@ mod tests {
                     answer_delay_ms,
                 } => {
                     let result = match kind {
-                        ReadKind::ListQueue => {
-                            let mut listed = queue.clone();
-                            listed.sort_by_key(|(priority, sequence, _)| {
-                                (std::cmp::Reverse(*priority), *sequence)
-                            });
-                            ReadResult::Queue {
-                                depth: listed.len() as u64,
-                                order_ids: listed.into_iter().map(|(.., id)| id).collect(),
-                            }
-                        }
+                        ReadKind::ListQueue => ReadResult::Queue {
+                            depth: queue.len() as u64,
+                            order_ids: queue.values().cloned().collect(),
+                        },
                         _ if asked.is_empty() => continue,
                         _ => {
                             let order_id = &asked[pick % asked.len()];
@@ -2583,6 +2732,7 @@ mod tests {
             history.final_states.push(match tokens.get(order_id) {
                 Some(&(token, acknowledged_token)) => FinalState {
                     contents: Some(operation.contents.clone()),
+                    place: places.get(order_id).copied(),
                     ..final_state(
                         order_id,
                         OrderState::Executed {
@@ -2628,6 +2778,9 @@ mod tests {
         Crash,
         DivergeReplica,
         ExecuteStranger,
+        /// The cluster reports an order that waited while another was dequeued as placed first
+        /// of all (enqueued at 0 of the queue's time, sequence 0).
+        PlaceFirst,
     }
 
     /// Applies `mutation` at `pick` (an index into whatever it changes); false when the history
@@ -2737,6 +2890,46 @@ mod tests {
                 let count = history.end.replicas.len();
                 history.end.replicas[pick % count].state_digest = "other".into();
             }
+            Mutation::PlaceFirst => {
+                let acknowledged_at: HashMap<&str, u64> = history
+                    .operations
+                    .iter()
+                    .filter(|operation| operation.outcome == Outcome::Ok)
+                    .map(|operation| (operation.order_id.as_str(), operation.completed_at_ms))
+                    .collect();
+                let counted: HashMap<&str, u64> = executed
+                    .iter()
+                    .filter_map(|(order_id, token)| {
+                        let line = history.executions.iter().find(|line| {
+                            line.order_id == *order_id && line.token == *token
+                        })?;
+                        Some((line.order_id.as_str(), line.dequeued_at_ms))
+                    })
+                    .collect();
+                let waited: Vec<String> = counted
+                    .iter()
+                    .filter(|&(order_id, &began)| {
+                        acknowledged_at.get(order_id).is_some_and(|&at_ms| {
+                            counted.values().any(|&other| at_ms < other && other < began)
+                        })
+                    })
+                    .map(|(order_id, _)| (*order_id).to_owned())
+                    .collect();
+                let mut waited = waited;
+                waited.sort();
+                let Some(order_id) = waited.get(pick % waited.len().max(1)) else {
+                    return false;
+                };
+                let state = history
+                    .final_states
+                    .iter_mut()
+                    .find(|state| state.order_id == *order_id)
+                    .expect("an executed order has a final state");
+                state.place = Some(QueuePlace {
+                    enqueued_at_queue_ms: 0,
+                    sequence: 0,
+                });
+            }
             Mutation::ExecuteStranger => {
                 let token = history.executions.iter().map(|line| line.token).max();
                 let dequeued = history
@@ -2768,6 +2961,7 @@ mod tests {
             Just(Mutation::Crash),
             Just(Mutation::DivergeReplica),
             Just(Mutation::ExecuteStranger),
+            Just(Mutation::PlaceFirst),
         ]
     }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::history::{
     Acknowledgement, ClusterEnd, Execution, FinalState, Item, OrderContents, OrderState,
-    ReplicaState,
+    QueuePlace, ReplicaState,
 };
 
 /// How many `GetOrder` reads are in flight at once while collecting final states.
@@ -84,6 +84,14 @@ async fn final_states(queue: &QueueClient, order_ids: &BTreeSet<String>) -> Vec<
                 Ok(Ok(state)) => FinalState {
                     order_id,
                     contents: state.as_ref().and_then(contents_of),
+                    // A rejected checkout was never placed in the queue.
+                    place: state
+                        .as_ref()
+                        .filter(|state| state.phase() != pb::OrderPhase::Rejected)
+                        .map(|state| QueuePlace {
+                        enqueued_at_queue_ms: state.enqueued_at_queue_ms,
+                        sequence: state.sequence,
+                    }),
                     state: order_state(state),
                 },
                 Ok(Err(error)) => unreadable(order_id, format!("{error:#}")),
@@ -102,6 +110,7 @@ fn unreadable(order_id: String, error: String) -> FinalState {
         order_id,
         state: OrderState::Unreadable { error },
         contents: None,
+        place: None,
     }
 }
 

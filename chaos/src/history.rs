@@ -315,6 +315,19 @@ pub struct FinalState {
     /// What the cluster holds of the order; none when it does not know it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contents: Option<OrderContents>,
+    /// Where the cluster placed the order in its dequeue order; none when it does not know it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<QueuePlace>,
+}
+
+/// What, beside its priority, fixes an order's place in the queue's dequeue order (queue-raft's
+/// `DequeueKey`: `enqueued_at_queue_ms − 500 ms × priority`, then `sequence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePlace {
+    /// The queue's own time at the enqueue (its replicated clock, never a wall clock).
+    pub enqueued_at_queue_ms: u64,
+    /// Its position in commit order.
+    pub sequence: u64,
 }
 
 /// The cluster once healed and drained: the queue at the leader, and each replica's own state.
@@ -573,6 +586,10 @@ mod tests {
                     acknowledged_token: 7,
                 },
                 contents: Some(contents),
+                place: Some(QueuePlace {
+                    enqueued_at_queue_ms: 1_250,
+                    sequence: 4,
+                }),
             }],
             end: ClusterEnd {
                 queue_depth: 0,

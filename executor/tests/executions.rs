@@ -72,11 +72,13 @@ async fn every_order_is_executed_once_by_priority_with_an_election_per_order() {
         spans.windows(2).all(|pair| pair[0].2 <= pair[1].1),
         "a dequeue began before the previous lease's execution ended: {spans:?}"
     );
-    // Everything was queued before the first executor started, so each lease took the best
-    // order left: priorities never rise, ties in commit order.
-    let ranks: Vec<(std::cmp::Reverse<u32>, u64)> = executed
+    // Everything was queued before the first executor started, so each lease took the first
+    // order left in the dequeue order (priority with aging, ties in commit order).
+    let ranks: Vec<queue_raft::DequeueKey> = executed
         .iter()
-        .map(|state| (std::cmp::Reverse(state.priority), state.sequence))
+        .map(|state| {
+            queue_raft::DequeueKey::new(state.enqueued_at_queue_ms, state.priority, state.sequence)
+        })
         .collect();
     assert!(
         ranks.windows(2).all(|pair| pair[0] < pair[1]),

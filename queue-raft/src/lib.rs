@@ -80,8 +80,9 @@ pub use log_store::LogStore;
 pub use node::{NodeConfig, NodeError};
 pub use sm_store::{QueueSnapshotBuilder, StateMachineStore};
 pub use state_machine::{
-    Command, CommandResponse, Decision, Execution, Holder, Lease, OrderItem, OrderRecord,
-    OrderStatus, QueueState, QueuedOrder, RequestDigest, Stamp, Timeline, Verdict,
+    AGING_MS_PER_BOOK, Command, CommandResponse, Decision, DequeueKey, Execution, Holder, Lease,
+    OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder, RequestDigest, Stamp, Timeline,
+    Verdict,
 };
 
 /// A Raft node's id.

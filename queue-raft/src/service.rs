@@ -1236,6 +1236,7 @@ impl From<&OrderRecord> for pb::OrderState {
             priority: record.order.priority(),
             sequence: record.sequence,
             enqueued_at_ms: record.enqueued_at_ms,
+            enqueued_at_queue_ms: record.enqueued_at_queue_ms,
             checkout: record.checkout.as_ref().map(|checkout| pb::CheckoutRecord {
                 request: Some(pb::RequestDigest::from(&checkout.request)),
                 suggestions: checkout
@@ -1605,6 +1606,7 @@ mod tests {
                 at_ms: 1_000,
             },
             enqueued_at_ms: 500,
+            enqueued_at_queue_ms: 120,
             checkout: None,
             execution: Some(Execution {
                 executor_id: "executor-1".into(),
@@ -1621,9 +1623,10 @@ mod tests {
                 state.sequence,
                 state.token,
                 state.executed_at_ms,
-                state.acknowledged_token
+                state.acknowledged_token,
+                state.enqueued_at_queue_ms
             ),
-            (2, 7, 3, 900, 4)
+            (2, 7, 3, 900, 4, 120)
         );
         assert_eq!(state.executor_id, "executor-1");
         assert_eq!(

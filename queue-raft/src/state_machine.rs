@@ -7,8 +7,9 @@
 //!   `BTreeMap`), and time comes only from the [`Stamp`] that the leader puts in each command.
 //! - Cloning the state is O(1): the maps are persistent (`imbl::OrdMap`, shared structure, copy
 //!   on write), so a snapshot is taken of a clone while commands go on being applied.
-//! - Orders leave the ready queue by priority (sum of quantities, higher first), equal priority in
-//!   the order their enqueues were applied (`sequence`).
+//! - Orders leave the ready queue by their [`DequeueKey`], smallest first: priority (sum of
+//!   quantities) with aging, ties in the order their enqueues were applied (`sequence`). See
+//!   "Priority with aging" below.
 //! - Every order id is recorded once, by the first of [`Command::Enqueue`] or [`Command::Decide`]
 //!   that names it, and is in exactly one of: ready queue, executing (at most one order, under the
 //!   current lease), executed, rejected. Executed and rejected orders never change again.
@@ -17,7 +18,24 @@
 //!   unexpired lease's token, presented by its holder (the executor id *and* the incarnation of
 //!   its process), can renew, resign, dequeue, record an execution or acknowledge.
 //! - When a lease ends (expiry or resignation) the order executing under it goes back to the ready
-//!   queue with its original priority and sequence, so it is the first to be dequeued again.
+//!   queue with its original key, so it is the first to be dequeued again.
+//!
+//! # Priority with aging
+//!
+//! Strict priority by books would let a steady stream of large orders keep a one-book order
+//! waiting for ever. So an order's place is `enqueued_at_queue_ms − AGING_MS_PER_BOOK ×
+//! priority`, smallest first, then `sequence`: one more book is worth [`AGING_MS_PER_BOOK`]
+//! (500 ms) of waiting. Among orders enqueued at the same time more books still go first, and an
+//! order of `p` books is never passed by an order of `q` books enqueued more than
+//! `500 ms × (q − p)` after it (with checkout's limit of 50 books, never by one enqueued 24.5 s
+//! or more after it). The key is fixed at enqueue, so the ready queue stays an ordered map
+//! (O(log n) per enqueue and dequeue) and nothing is re-sorted as time passes.
+//!
+//! The time is the state's own ([`QueueState::queue_time_ms`]): the leaders' monotonic readings
+//! that the state applied, summed over every timeline, so that it never goes back, is the same on
+//! every replica, and is moved by no node's wall clock. A change of leader adds only the new
+//! leader's reading at its first applied stamp; the election's own gap is not counted, which only
+//! makes orders waiting across it age a little slower.
 //!
 //! # The record of an order
 //!
@@ -104,12 +122,17 @@
 
 use imbl::OrdMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::cmp::Reverse;
 
 /// The format tag's value. Above any length an older entry or snapshot has where the tag is (a
 /// string's or the order map's), so older data never reads as tagged. Tag `0xC10C_0002` was the
-/// format before checkout decisions, execution records and lease holders' incarnations.
-const FORMAT_TAG: u32 = 0xC10C_0003;
+/// format before checkout decisions, execution records and lease holders' incarnations;
+/// `0xC10C_0003` the format before priority with aging (the queue's own time, each order's
+/// enqueue time on it, and the ready queue keyed by [`DequeueKey`]).
+const FORMAT_TAG: u32 = 0xC10C_0004;
+
+/// How many milliseconds of waiting one more book is worth in the dequeue order (see the module's
+/// "Priority with aging").
+pub const AGING_MS_PER_BOOK: u64 = 500;
 
 /// The most rejection reasons a rejected order keeps.
 pub const MAX_REASONS: usize = 16;
@@ -394,6 +417,9 @@ pub struct OrderRecord {
     pub status: OrderStatus,
     /// Shown time of the enqueue (or the rejection).
     pub enqueued_at_ms: u64,
+    /// The queue's own time ([`QueueState::queue_time_ms`]) at the enqueue (or the rejection):
+    /// what the order's age in the dequeue order counts from.
+    pub enqueued_at_queue_ms: u64,
     /// The checkout decision, for an order placed through the orchestrator.
     pub checkout: Option<CheckoutRecord>,
     /// The execution, once recorded.
@@ -564,19 +590,35 @@ impl CommandResponse {
     }
 }
 
-/// Ready-queue ordering: higher priority first, then earlier sequence.
+/// An order's place in the dequeue order, smallest first (see the module's "Priority with
+/// aging"): its enqueue time on the queue's own clock moved back by [`AGING_MS_PER_BOOK`] per
+/// book, then its sequence. Fixed when the order is enqueued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct ReadyKey {
-    rank: Reverse<u32>,
-    sequence: u64,
+pub struct DequeueKey {
+    /// `enqueued_at_queue_ms − AGING_MS_PER_BOOK × priority`: negative for an order with more
+    /// books than its enqueue time has milliseconds / 500.
+    pub aged_ms: i64,
+    pub sequence: u64,
 }
 
-impl ReadyKey {
-    fn of(record: &OrderRecord) -> Self {
+impl DequeueKey {
+    /// The key of an order of `priority` books enqueued at `enqueued_at_queue_ms` of the queue's
+    /// time, `sequence`-th in commit order. Saturates instead of wrapping.
+    pub fn new(enqueued_at_queue_ms: u64, priority: u32, sequence: u64) -> Self {
+        let enqueued = i64::try_from(enqueued_at_queue_ms).unwrap_or(i64::MAX);
+        let books_worth = i64::from(priority).saturating_mul(AGING_MS_PER_BOOK as i64);
         Self {
-            rank: Reverse(record.order.priority()),
-            sequence: record.sequence,
+            aged_ms: enqueued.saturating_sub(books_worth),
+            sequence,
         }
+    }
+
+    pub fn of(record: &OrderRecord) -> Self {
+        Self::new(
+            record.enqueued_at_queue_ms,
+            record.order.priority(),
+            record.sequence,
+        )
     }
 }
 
@@ -589,7 +631,7 @@ pub struct QueueState {
     orders: OrdMap<String, OrderRecord>,
     /// Ids of `Queued` orders, in dequeue order.
     #[serde(deserialize_with = "crate::codec::deserialize_ord_map")]
-    ready: OrdMap<ReadyKey, String>,
+    ready: OrdMap<DequeueKey, String>,
     /// The id of the one `Executing` order; only ever set while `lease` is.
     executing_order: Option<String>,
     /// Its expiry is counted on `clock`'s timeline.
@@ -601,6 +643,8 @@ pub struct QueueState {
     rejected_count: u64,
     /// The state's time: the largest reading applied of the latest timeline.
     clock: Stamp,
+    /// The queue's own time, which orders age by: see [`QueueState::queue_time_ms`].
+    queue_time_ms: u64,
 }
 
 impl QueueState {
@@ -679,8 +723,15 @@ impl QueueState {
     fn advance(&mut self, at: &Stamp) -> Reading {
         let reading = self.reading(at);
         match reading {
-            Reading::Current => self.clock.elapsed_ms = self.clock.elapsed_ms.max(at.elapsed_ms),
+            Reading::Current => {
+                let moved_ms = at.elapsed_ms.saturating_sub(self.clock.elapsed_ms);
+                self.queue_time_ms = self.queue_time_ms.saturating_add(moved_ms);
+                self.clock.elapsed_ms = self.clock.elapsed_ms.max(at.elapsed_ms);
+            }
             Reading::Newer => {
+                // The new leader's clock began after every stamp applied so far was read (see
+                // "Time"), so its whole reading is time that passed since.
+                self.queue_time_ms = self.queue_time_ms.saturating_add(at.elapsed_ms);
                 self.clock = *at;
                 let began_at_ms = self.clock.timeline.began_at_ms;
                 if let Some(lease) = &mut self.lease {
@@ -779,6 +830,13 @@ impl QueueState {
         &self.clock
     }
 
+    /// The queue's own time, in milliseconds, which orders age by: how far the leaders' monotonic
+    /// clocks moved over the commands applied, summed over every timeline. Never goes back, the
+    /// same on every replica, moved by no wall clock; 0 before the first command.
+    pub fn queue_time_ms(&self) -> u64 {
+        self.queue_time_ms
+    }
+
     /// Ends the lease if the clock reached its expiry; returns whether it did.
     fn maybe_expire_lease(&mut self) -> bool {
         let expired = self
@@ -798,7 +856,7 @@ impl QueueState {
         let order_id = self.executing_order.take()?;
         let record = self.record_mut(&order_id);
         record.status = OrderStatus::Queued;
-        let key = ReadyKey::of(record);
+        let key = DequeueKey::of(record);
         self.ready.insert(key, order_id.clone());
         Some(order_id)
     }
@@ -855,12 +913,13 @@ impl QueueState {
             sequence,
             status,
             enqueued_at_ms: self.clock.shown_ms(),
+            enqueued_at_queue_ms: self.queue_time_ms,
             checkout,
             execution: None,
         };
         match record.status {
             OrderStatus::Queued => {
-                self.ready.insert(ReadyKey::of(&record), order_id.clone());
+                self.ready.insert(DequeueKey::of(&record), order_id.clone());
             }
             _ => self.rejected_count += 1,
         }
@@ -1426,6 +1485,131 @@ mod tests {
             CommandResponse::QueueEmpty
         );
         assert_eq!(state.executed_count(), 4);
+    }
+
+    /// A steady stream of orders to execute: a `books`-book order arrives every `every_ms`, and
+    /// an executor takes one order every `execution_ms` (lease, dequeue, record, acknowledge,
+    /// resign), from `0` until `until_ms`. Returns, for each order dequeued, its id and when.
+    fn run_stream(
+        state: &mut QueueState,
+        books: u32,
+        every_ms: u64,
+        execution_ms: u64,
+        until_ms: u64,
+    ) -> Vec<(String, u64)> {
+        let mut dequeued = Vec::new();
+        let mut next_arrival = 0;
+        let mut next_execution = execution_ms;
+        let mut arrivals = 0;
+        while next_arrival.min(next_execution) <= until_ms {
+            if next_arrival <= next_execution {
+                state.apply(&enqueue(&format!("big-{arrivals}"), &[books], next_arrival));
+                arrivals += 1;
+                next_arrival += every_ms;
+                continue;
+            }
+            let now = next_execution;
+            let token = grant(state, "e1", 1_000, now);
+            if let CommandResponse::Dequeued { order, .. } = state.apply(&dequeue("e1", token, now))
+            {
+                finish(state, "e1", token, order.order_id(), now);
+                dequeued.push((order.order_id().to_owned(), now));
+            }
+            state.apply(&resign("e1", token, now));
+            next_execution += execution_ms;
+        }
+        dequeued
+    }
+
+    /// The starvation of issue 16: 50-book orders arrive faster than they are executed, so one
+    /// is always waiting; a one-book order queued before them must still be executed, and no
+    /// 50-book order enqueued 24.5 s (49 books of 500 ms each) or more after it may go first.
+    /// Under strict priority it was never executed (480 big orders were, 122 waited on).
+    #[test]
+    fn a_small_order_is_not_starved_by_a_stream_of_big_ones() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("small", &[1], 0));
+        let dequeued = run_stream(&mut state, 50, 200, 250, 120_000);
+        let small_at = dequeued
+            .iter()
+            .position(|(order_id, _)| order_id == "small")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the one-book order was never dequeued in 120 s; {} big orders were, {} wait",
+                    dequeued.len(),
+                    state.queue_depth()
+                )
+            });
+        let passed_by_later: Vec<&str> = dequeued[..small_at]
+            .iter()
+            .map(|(order_id, _)| order_id.as_str())
+            .filter(|order_id| {
+                let enqueued = state.order_status(order_id).expect("recorded");
+                enqueued.enqueued_at_queue_ms >= 49 * AGING_MS_PER_BOOK
+            })
+            .collect();
+        assert_eq!(passed_by_later, Vec::<&str>::new());
+        // Ahead of it: the 123 big orders enqueued before 24.5 s, one every 250 ms.
+        assert_eq!(dequeued[small_at], ("small".to_owned(), 124 * 250));
+    }
+
+    /// The dequeue order as the module's doc defines it, computed apart from [`DequeueKey`]:
+    /// `(enqueued_at_queue_ms − 500 × priority, sequence)`, smallest first.
+    fn aged_rank(record: &OrderRecord) -> (i128, u64) {
+        (
+            i128::from(record.enqueued_at_queue_ms) - 500 * i128::from(record.order.priority()),
+            record.sequence,
+        )
+    }
+
+    #[test]
+    fn one_more_book_is_worth_half_a_second_of_waiting() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("one-book", &[1], 0));
+        state.apply(&enqueue("three-books-soon", &[3], 999));
+        state.apply(&enqueue("three-books-at-the-tie", &[3], 1_000));
+        state.apply(&enqueue("three-books-later", &[3], 1_001));
+        assert_eq!(
+            peeked_ids(&state),
+            [
+                "three-books-soon",
+                "one-book",
+                "three-books-at-the-tie",
+                "three-books-later"
+            ],
+            "two more books are worth up to 1 s; at exactly 1 s, commit order decides"
+        );
+    }
+
+    #[test]
+    fn the_queue_time_goes_on_across_leaders_whatever_their_wall_clocks() {
+        let mut state = QueueState::default();
+        state.apply(&enqueue("small", &[1], 10_000));
+        assert_eq!(state.queue_time_ms(), 10_000);
+        // A new leader whose wall clock is an hour behind: its clock starts at 0, the queue's
+        // time goes on from 10 s.
+        let next = |elapsed_ms| reading(2, 7, 0, elapsed_ms);
+        state.apply(&enqueue("big-at-once", &[50], next(0)));
+        state.apply(&enqueue("big-later", &[50], next(24_000)));
+        state.apply(&enqueue("big-too-late", &[50], next(24_501)));
+        assert_eq!(state.queue_time_ms(), 34_501);
+        // A stamp of the earlier term, held up across the election, moves nothing.
+        state.apply(&enqueue("held-up", &[1], 60_000));
+        assert_eq!(state.queue_time_ms(), 34_501);
+        let queue_ms = |state: &QueueState, order_id| {
+            state
+                .order_status(order_id)
+                .map(|record| record.enqueued_at_queue_ms)
+        };
+        assert_eq!(queue_ms(&state, "big-later"), Some(34_000));
+        assert_eq!(queue_ms(&state, "held-up"), Some(34_501));
+        assert_eq!(
+            peeked_ids(&state),
+            ["big-at-once", "big-later", "small", "big-too-late", "held-up"]
+        );
+        // A restart of the leader inside its term: a new timeline, whose reading adds on.
+        state.apply(&enqueue("after-restart", &[1], reading(2, 8, 0, 100)));
+        assert_eq!(queue_ms(&state, "after-restart"), Some(34_601));
     }
 
     #[test]
@@ -2286,7 +2470,7 @@ mod tests {
         #[derive(Serialize)]
         struct OlderState {
             orders: BTreeMap<String, OrderRecord>,
-            ready: BTreeMap<ReadyKey, String>,
+            ready: BTreeMap<DequeueKey, String>,
             executing_order: Option<String>,
             lease: Option<OlderLease>,
             last_granted_token: u64,
@@ -2376,20 +2560,23 @@ mod tests {
         assert!(error.to_string().contains("older queue-node"), "{error}");
     }
 
-    /// Data of the format before checkout decisions and execution records (tag `0xC10C_0002`)
-    /// is refused as well: a command and a state as that format began them.
+    /// Data of the earlier tagged formats is refused as well: before checkout decisions and
+    /// execution records (tag `0xC10C_0002`), and before priority with aging (`0xC10C_0003`,
+    /// whose stamps were laid out as today's): a command and a state as those formats began them.
     #[test]
-    fn entries_and_snapshots_of_the_previous_tagged_format_are_refused() {
-        let previous_tag = crate::codec::encode(&0xC10C_0002u32).expect("encodes");
-        let mut stamp = previous_tag.clone();
-        stamp.extend(crate::codec::encode(&ONE_LEADER).expect("encodes"));
-        stamp.extend(crate::codec::encode(&5u64).expect("encodes"));
-        let mut command = crate::codec::encode(&2u32).expect("encodes");
-        command.extend(&stamp);
-        let error = crate::codec::decode::<Command>(&command).expect_err("refused");
-        assert!(error.to_string().contains("older queue-node"), "{error}");
-        let error = crate::codec::decode::<QueueState>(&previous_tag).expect_err("refused");
-        assert!(error.to_string().contains("older queue-node"), "{error}");
+    fn entries_and_snapshots_of_the_previous_tagged_formats_are_refused() {
+        for tag in [0xC10C_0002u32, 0xC10C_0003] {
+            let previous_tag = crate::codec::encode(&tag).expect("encodes");
+            let mut stamp = previous_tag.clone();
+            stamp.extend(crate::codec::encode(&ONE_LEADER).expect("encodes"));
+            stamp.extend(crate::codec::encode(&5u64).expect("encodes"));
+            let mut command = crate::codec::encode(&2u32).expect("encodes");
+            command.extend(&stamp);
+            let error = crate::codec::decode::<Command>(&command).expect_err("refused");
+            assert!(error.to_string().contains("older queue-node"), "{error}");
+            let error = crate::codec::decode::<QueueState>(&previous_tag).expect_err("refused");
+            assert!(error.to_string().contains("older queue-node"), "{error}");
+        }
     }
 
     #[test]
@@ -2417,7 +2604,7 @@ mod tests {
         for (key, order_id) in &state.ready {
             let record = &state.orders[order_id];
             prop_assert_eq!(&record.status, &OrderStatus::Queued);
-            prop_assert_eq!(*key, ReadyKey::of(record));
+            prop_assert_eq!(*key, DequeueKey::of(record));
         }
         let executing: Vec<&OrderRecord> = state
             .orders
@@ -2790,6 +2977,13 @@ mod tests {
             let before = self.state.clone();
             let response = self.state.apply(&command);
             check_invariants(&self.state)?;
+            let (was, is) = (before.clock(), self.state.clock());
+            let queue_time_moved = self.state.queue_time_ms() - before.queue_time_ms();
+            if was.timeline == is.timeline {
+                prop_assert_eq!(queue_time_moved, is.elapsed_ms - was.elapsed_ms);
+            } else {
+                prop_assert_eq!(queue_time_moved, is.elapsed_ms, "a new timeline adds its reading");
+            }
             self.check_response(&before, &command, &response)?;
             prop_assert_eq!(
                 self.state.queue_depth()
@@ -2947,10 +3141,15 @@ mod tests {
                     let retried = before.executing().map(|record| record.order.order_id())
                         == Some(order.order_id());
                     if !retried {
-                        let taken = ReadyKey::of(record);
+                        let taken = aged_rank(record);
+                        let ranked_before = self.state.orders.values().find(|waiting| {
+                            waiting.status == OrderStatus::Queued && aged_rank(waiting) < taken
+                        });
                         prop_assert!(
-                            self.state.ready.keys().all(|waiting| *waiting > taken),
-                            "an order ranked before the dequeued one is still waiting"
+                            ranked_before.is_none(),
+                            "{:?} was dequeued while {:?} ranked before it",
+                            record,
+                            ranked_before
                         );
                     }
                 }
@@ -3367,8 +3566,108 @@ mod tests {
         }
     }
 
+    /// One step of a stream of orders, after `pause_ms` of the leader's clock.
+    #[derive(Debug, Clone)]
+    enum StreamStep {
+        /// An order of `books` books arrives.
+        Arrive { books: u32 },
+        /// An executor takes the lease and the next order; it executes it, or with `dies` it
+        /// stops, and its order goes back to the queue when the lease expires.
+        Execute { dies: bool },
+        /// A new leader begins, its wall clock anywhere.
+        NewLeader { began_at_ms: u64 },
+    }
+
+    fn stream_step() -> impl Strategy<Value = (u64, StreamStep)> {
+        let step = prop_oneof![
+            6 => (1u32..=50).prop_map(|books| StreamStep::Arrive { books }),
+            4 => prop_oneof![5 => Just(false), 1 => Just(true)]
+                .prop_map(|dies| StreamStep::Execute { dies }),
+            1 => any::<u32>().prop_map(|began_at_ms| StreamStep::NewLeader {
+                began_at_ms: u64::from(began_at_ms),
+            }),
+        ];
+        (0u64..2_000, step)
+    }
+
+    /// Runs `steps` and checks at each dequeue the bound that aging gives: no order still
+    /// waiting was enqueued, on the queue's time, earlier than the dequeued one by more than
+    /// 500 ms per book the dequeued one has over it. Then drains the queue.
+    fn check_aging_bound(steps: &[(u64, StreamStep)]) -> Result<(), TestCaseError> {
+        let mut state = QueueState::default();
+        let mut now = Stamp::new(ONE_LEADER, 0);
+        let mut arrivals = 0;
+        let mut executors = 0;
+        for (pause_ms, step) in steps {
+            now.elapsed_ms += pause_ms;
+            match step {
+                StreamStep::Arrive { books } => {
+                    state.apply(&enqueue(&format!("o-{arrivals}"), &[*books], now));
+                    arrivals += 1;
+                }
+                StreamStep::NewLeader { began_at_ms } => {
+                    let term = now.timeline.term + 1;
+                    now = reading(term, term, *began_at_ms, 0);
+                }
+                StreamStep::Execute { dies } => {
+                    executors += 1;
+                    let executor = format!("e{executors}");
+                    let CommandResponse::LeaseGranted { token, .. } =
+                        state.apply(&campaign(executor.as_str(), 1_000, now))
+                    else {
+                        continue;
+                    };
+                    let CommandResponse::Dequeued { order, .. } =
+                        state.apply(&dequeue(executor.as_str(), token, now))
+                    else {
+                        state.apply(&resign(executor.as_str(), token, now));
+                        continue;
+                    };
+                    let taken = state.order_status(order.order_id()).expect("recorded");
+                    for waiting in state.peek(usize::MAX) {
+                        let waited_longer_ms = i128::from(taken.enqueued_at_queue_ms)
+                            - i128::from(waiting.enqueued_at_queue_ms);
+                        let more_books = i128::from(taken.order.priority())
+                            - i128::from(waiting.order.priority());
+                        prop_assert!(
+                            waited_longer_ms <= 500 * more_books,
+                            "{:?} was dequeued past {:?}",
+                            taken,
+                            waiting
+                        );
+                    }
+                    if !dies {
+                        finish(&mut state, executor.as_str(), token, order.order_id(), now);
+                        state.apply(&resign(executor.as_str(), token, now));
+                    }
+                }
+            }
+        }
+        now.elapsed_ms += 1_000;
+        let token = grant(&mut state, "drainer", 1_000, now);
+        while let CommandResponse::Dequeued { order, execution } =
+            state.apply(&dequeue("drainer", token, now))
+        {
+            if execution.is_none() {
+                state.apply(&record("drainer", token, order.order_id(), now));
+            }
+            state.apply(&acknowledge("drainer", token, order.order_id(), now));
+        }
+        prop_assert_eq!(state.executed_count(), arrivals);
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The bound the README states, over streams of orders of 1 to 50 books, with executors
+        /// that die holding an order and leaders that change, their wall clocks anywhere.
+        #[test]
+        fn no_order_is_passed_by_one_enqueued_later_than_its_books_allow(
+            steps in vec(stream_step(), 0..300),
+        ) {
+            check_aging_bound(&steps)?;
+        }
 
         /// Properties (a) dequeue order, (b) idempotent enqueue and conservation of orders,
         /// (c) no success with an invalid token, (d) growing tokens and (g) executed once, never
