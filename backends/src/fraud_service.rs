@@ -61,7 +61,7 @@ impl FraudDetection for FraudService {
             order_id,
             decision = assessment.decision.as_str_name(),
             score = assessment.score,
-            reasons = %codes.join(","),
+            reasons = %bookstore_proto::code_counts(codes.iter().copied()),
             "fraud check answered"
         );
         metrics::counter!(

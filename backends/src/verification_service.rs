@@ -42,7 +42,12 @@ impl TransactionVerification for VerificationService {
         let reasons = verify(&order, today);
         let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
         let approved = reasons.is_empty();
-        tracing::info!(order_id, approved, reasons = %codes.join(","), "verification answered");
+        tracing::info!(
+            order_id,
+            approved,
+            reasons = %bookstore_proto::code_counts(codes.iter().copied()),
+            "verification answered"
+        );
         metrics::counter!(
             "bookstore_verification_decisions_total",
             "decision" => if approved { "approved" } else { "rejected" },

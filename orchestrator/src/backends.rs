@@ -298,7 +298,11 @@ impl Assessment {
         let mut warnings: Vec<String> = failures.iter().map(ToString::to_string).collect();
         if !reasons.is_empty() {
             let codes: Vec<&str> = reasons.iter().map(|reason| reason.code.as_str()).collect();
-            tracing::info!(?codes, "order rejected");
+            tracing::info!(
+                reasons = reasons.len(),
+                codes = pb::code_counts(codes.iter().copied()),
+                "order rejected"
+            );
             record_decision("rejected");
             for code in codes {
                 metrics::counter!(

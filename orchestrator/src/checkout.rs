@@ -1,8 +1,10 @@
 //! The REST bodies of `POST /checkout` (the course's `CheckoutRequest`) and of its answer, and
 //! their conversion to the protobuf [`Order`] the backends receive.
 //!
-//! Parsing checks shapes and types only; whether the order is acceptable (a valid card, items
-//! present, terms accepted) is the backends' decision, which comes back as reasons.
+//! Parsing checks shapes, types and bounds ([`crate::limits`]) only; whether the order is
+//! acceptable (a valid card, items present, terms accepted) is the backends' decision, which
+//! comes back as reasons. A refusal names the field and what was wrong with it, never the value
+//! sent: a card number sent as a JSON number would otherwise come back in the answer and the log.
 
 use bookstore_proto as pb;
 use serde::{Deserialize, Serialize};
@@ -113,7 +115,7 @@ pub struct Browser {
 impl CheckoutRequest {
     /// Parses a body whatever its declared content type, naming the offending field on failure:
     /// `400 malformed_json` when it is not JSON, `422 invalid_field` when a field has the wrong
-    /// type or a required one is missing.
+    /// type, a required one is missing or one is over its bound.
     pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let request: Self =
@@ -121,19 +123,22 @@ impl CheckoutRequest {
                 let path = error.path().to_string();
                 let inner = error.into_inner();
                 if inner.is_data() {
+                    let problem = without_value(&inner.to_string());
                     let message = if path == "." {
-                        inner.to_string()
+                        problem
                     } else {
-                        format!("{path}: {inner}")
+                        format!("{path}: {problem}")
                     };
                     ApiError::InvalidField(message)
                 } else {
+                    // serde_json's syntax errors are fixed texts with a position: no input.
                     ApiError::MalformedJson(inner.to_string())
                 }
             })?;
         deserializer
             .end()
             .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+        crate::limits::check(&request)?;
         Ok(request)
     }
 
@@ -209,6 +214,36 @@ impl CheckoutRequest {
             device_language: self.device_language,
         }
     }
+}
+
+/// serde_json's message about a value of the wrong type or out of range, without the value:
+/// `invalid type: integer `4532015112830366`, expected a string at line 1 column 9` becomes
+/// `invalid type: integer, expected a string at line 1 column 9`. Messages that carry no value
+/// (a missing or duplicate field, a list's length) stay as they are; any other is replaced.
+fn without_value(message: &str) -> String {
+    for kind in ["invalid type: ", "invalid value: "] {
+        let Some(unexpected) = message.strip_prefix(kind) else {
+            continue;
+        };
+        // The value comes first (a string's, quoted, may hold anything); what was expected last.
+        let Some(expected_at) = unexpected.rfind(", expected ") else {
+            break;
+        };
+        // `integer `1``, `string "a"`, `sequence`, `map`, `null`, ...: the words before the value.
+        let what = unexpected[..expected_at]
+            .split(['`', '"'])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        return format!("{kind}{what}{}", &unexpected[expected_at..]);
+    }
+    if ["missing field", "duplicate field", "invalid length"]
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
+    {
+        return message.to_owned();
+    }
+    "invalid value".to_owned()
 }
 
 /// The answer to `POST /checkout` once the backends have decided.
@@ -379,6 +414,47 @@ mod tests {
                 assert!(message.starts_with("items[0].quantity:"), "{message}")
             }
             other => panic!("expected InvalidField, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_value_is_never_repeated() {
+        let shapes = [
+            r#"4532015112830366"#,
+            r#"-4532015112830366"#,
+            r#"4532015112830366.5"#,
+            r#""4532015112830366""#,
+            r#"["4532015112830366"]"#,
+            r#"{"n":4532015112830366}"#,
+            r#"true"#,
+        ];
+        for (field, replaced) in [
+            (r#""number":"4532015112830366""#, "creditCard.number"),
+            (r#""quantity":2"#, "items[0].quantity"),
+            (r#""cvv":"123""#, "creditCard.cvv"),
+        ] {
+            let key = replaced.rsplit('.').next().expect("a key");
+            for shape in shapes {
+                let body = MINIMAL.replace(field, &format!(r#""{key}":{shape}"#));
+                let message = match CheckoutRequest::from_json(body.as_bytes()) {
+                    Err(ApiError::InvalidField(message)) => message,
+                    Ok(_) if shape.starts_with('"') => continue,
+                    other => panic!("{replaced} = {shape}: {other:?}"),
+                };
+                assert!(message.starts_with(&format!("{replaced}: ")), "{message}");
+                assert!(!message.contains("4532"), "{message}");
+                assert!(!message.contains("true"), "{message}");
+            }
+        }
+        let sentence = MINIMAL.replace(r#""quantity":2"#, r#""quantity":"4532, expected "x`""#);
+        match CheckoutRequest::from_json(sentence.as_bytes()) {
+            Err(ApiError::InvalidField(message)) => {
+                assert_eq!(
+                    message.split(" at line").next(),
+                    Some("items[0].quantity: invalid type: string, expected u32")
+                )
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`routes`]: the axum router ([`routes::app`]) and its handlers, one per endpoint.
 //! - [`checkout`]: the REST request and response bodies, and their conversion to protobuf.
+//! - [`limits`]: the bounds of every text and list of a checkout, as the OpenAPI file states them.
 //! - [`backends`]: the gRPC clients of the three backends and the concurrent fan-out of a checkout.
 //! - [`cluster`]: [`cluster::ClusterMonitor`], which samples every queue node for the cluster page.
 //! - [`idempotency`]: every checkout's key (the client's, or one made for it) and order id, and
@@ -19,6 +20,7 @@ pub mod config;
 pub mod decisions;
 pub mod error;
 pub mod idempotency;
+pub mod limits;
 pub mod orders;
 pub mod routes;
 

@@ -42,15 +42,47 @@ pub fn order_id_of<T>(request: &tonic::Request<T>) -> &str {
 }
 
 /// A card number with every digit but the last four replaced, for logs and answers:
-/// `"4111 1111 1111 1111"` becomes `"************1111"`. Non-digits are dropped.
+/// `"4111 1111 1111 1111"` becomes `"************1111"`. Non-digits are dropped, and the hidden
+/// digits are shown as at most [`MAX_MASKED_DIGITS`] stars, so that a number of any length makes
+/// a short log line.
 pub fn mask_card_number(number: &str) -> String {
     let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
-    let shown = digits.len().saturating_sub(4);
-    digits
+    let hidden = digits.len().saturating_sub(4);
+    let mut masked = "*".repeat(hidden.min(MAX_MASKED_DIGITS));
+    masked.extend(&digits[hidden..]);
+    masked
+}
+
+/// The most stars [`mask_card_number`] shows: more digits than any card number has.
+pub const MAX_MASKED_DIGITS: usize = 28;
+
+/// The most distinct codes [`code_counts`] names.
+pub const MAX_CODES_NAMED: usize = 16;
+
+/// The distinct rule codes among `codes`, each with its count, in code order, for a log line
+/// that does not grow with the order (thousands of empty lines give two codes, not thousands):
+/// `item_name_missing*50,item_quantity_out_of_range*50`. At most [`MAX_CODES_NAMED`] codes of at
+/// most 64 bytes each are named, then how many more there were.
+pub fn code_counts<'a>(codes: impl IntoIterator<Item = &'a str>) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for code in codes {
+        *counts.entry(code).or_default() += 1;
+    }
+    let mut named: Vec<String> = counts
         .iter()
-        .enumerate()
-        .map(|(position, digit)| if position < shown { '*' } else { *digit })
-        .collect()
+        .take(MAX_CODES_NAMED)
+        .map(|(code, count)| {
+            let mut end = code.len().min(64);
+            while !code.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}*{count}", &code[..end])
+        })
+        .collect();
+    if counts.len() > MAX_CODES_NAMED {
+        named.push(format!("{} more codes", counts.len() - MAX_CODES_NAMED));
+    }
+    named.join(",")
 }
 
 impl Reason {
@@ -77,6 +109,27 @@ impl fmt::Debug for CreditCard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_counts_are_short_however_many_codes_come() {
+        let codes = ["b", "a", "b"].repeat(1000);
+        assert_eq!(code_counts(codes.iter().copied()), "a*1000,b*2000");
+        let many: Vec<String> = (0..100)
+            .map(|n| format!("{n:03}{}", "x".repeat(100)))
+            .collect();
+        let counted = code_counts(many.iter().map(String::as_str));
+        assert!(counted.len() < 17 * 70, "{counted}");
+        assert!(counted.ends_with("84 more codes"), "{counted}");
+        assert_eq!(code_counts([]), "");
+    }
+
+    #[test]
+    fn a_long_number_is_masked_short() {
+        assert_eq!(
+            mask_card_number(&"4".repeat(10_000)),
+            format!("{}4444", "*".repeat(MAX_MASKED_DIGITS))
+        );
+    }
 
     #[test]
     fn masking_keeps_only_the_last_four_digits() {

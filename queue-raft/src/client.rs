@@ -20,6 +20,10 @@
 //! `Decide`) calls are in flight, new ones wait and then leave together in one call (see
 //! [`crate::batching`]), so that a busy orchestrator sends a few large calls rather than many
 //! small ones. Each caller still gets its own answer, and a lone caller's write leaves at once.
+//! A call carries at most [`MAX_CALL_BYTES`] of writes, well below the server's message limit, so
+//! that large orders arriving together never make a call the server refuses whole; a write larger
+//! than that alone is refused at once, without a call ([`ClientError::InvalidArgument`]), and
+//! one the server refuses (over its bound of an order) is refused alone, its batch served.
 //!
 //! Every constructor and call needs a Tokio runtime: the channels run their connections on it,
 //! and the enqueue batching runs as a task on it.
@@ -37,8 +41,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::auth::ClusterSecret;
-use crate::batching;
-use crate::service::{LEADER_ADDR_METADATA_KEY, MAX_ORDERS_PER_BATCH};
+use crate::batching::{self, BatchBounds};
+use crate::service::{LEADER_ADDR_METADATA_KEY, MAX_ORDERS_PER_BATCH, MAX_REQUEST_BYTES};
 use crate::state_machine::Holder;
 
 /// The largest answer the client accepts (a long `ListQueue`).
@@ -49,6 +53,14 @@ const MAX_ENQUEUE_CALLS_IN_FLIGHT: usize = 2;
 /// The most orders (or decisions) one call carries.
 const MAX_ORDERS_PER_CALL: usize = 256;
 const _: () = assert!(MAX_ORDERS_PER_CALL <= MAX_ORDERS_PER_BATCH);
+/// The most bytes of orders (or decisions) one call carries: a quarter of what the server
+/// decodes, so that a call's own framing never takes it over.
+pub const MAX_CALL_BYTES: usize = 1024 * 1024;
+const _: () = assert!(MAX_CALL_BYTES <= MAX_REQUEST_BYTES / 4);
+const CALL_BOUNDS: BatchBounds = BatchBounds {
+    requests: MAX_ORDERS_PER_CALL,
+    bytes: MAX_CALL_BYTES,
+};
 /// Writes waiting for a call; a caller beyond this waits to hand its write over.
 const WAITING_ENQUEUES: usize = 4 * MAX_ORDERS_PER_CALL;
 
@@ -165,6 +177,31 @@ struct Pending<M, A> {
     reply: oneshot::Sender<Result<A, ClientError>>,
 }
 
+impl<M: prost::Message, A> Pending<M, A> {
+    /// What the write adds to a call: its encoding, with its field tag and length prefix.
+    fn call_bytes(&self) -> usize {
+        let length = self.message.encoded_len();
+        length + prost::encoding::encoded_len_varint(length as u64) + 1
+    }
+}
+
+/// `message` as a write waiting for its batch, or refused at once if no call could carry it.
+fn pending<M: prost::Message, A>(
+    what: &str,
+    message: M,
+) -> Result<(Pending<M, A>, oneshot::Receiver<Result<A, ClientError>>), ClientError> {
+    let (reply, answer) = oneshot::channel();
+    let pending = Pending { message, reply };
+    let bytes = pending.call_bytes();
+    if bytes > MAX_CALL_BYTES {
+        return Err(ClientError::InvalidArgument(format!(
+            "{what}: {bytes} bytes encoded, more than one call to the queue carries \
+             ({MAX_CALL_BYTES} bytes)"
+        )));
+    }
+    Ok((pending, answer))
+}
+
 /// How one attempt at one node ended.
 enum Attempt<T> {
     Answered(T),
@@ -245,7 +282,8 @@ impl QueueClient {
         tokio::spawn(batching::run(
             waiting,
             MAX_ENQUEUE_CALLS_IN_FLIGHT,
-            MAX_ORDERS_PER_CALL,
+            CALL_BOUNDS,
+            Pending::call_bytes,
             move |batch| send_enqueues(Arc::clone(&batcher), batch),
         ));
         let (decisions, waiting) = mpsc::channel(WAITING_ENQUEUES);
@@ -253,7 +291,8 @@ impl QueueClient {
         tokio::spawn(batching::run(
             waiting,
             MAX_ENQUEUE_CALLS_IN_FLIGHT,
-            MAX_ORDERS_PER_CALL,
+            CALL_BOUNDS,
+            Pending::call_bytes,
             move |batch| send_decisions(Arc::clone(&batcher), batch),
         ));
         Ok(Self {
@@ -280,12 +319,9 @@ impl QueueClient {
         &self,
         order: pb::QueuedOrder,
     ) -> Result<pb::EnqueueResponse, ClientError> {
-        let (reply, answer) = oneshot::channel();
+        let (pending, answer) = pending("order", order)?;
         self.enqueues
-            .send(Pending {
-                message: order,
-                reply,
-            })
+            .send(pending)
             .await
             .map_err(|_| ClientError::ShuttingDown)?;
         answer.await.map_err(|_| ClientError::ShuttingDown)?
@@ -295,12 +331,9 @@ impl QueueClient {
     /// majority made it durable, with the order's record (what was decided first). Sent in one
     /// call with the decisions of other callers waiting at the same time.
     pub async fn decide(&self, decision: pb::Decision) -> Result<pb::Decided, ClientError> {
-        let (reply, answer) = oneshot::channel();
+        let (pending, answer) = pending("decision", decision)?;
         self.decisions
-            .send(Pending {
-                message: decision,
-                reply,
-            })
+            .send(pending)
             .await
             .map_err(|_| ClientError::ShuttingDown)?;
         answer.await.map_err(|_| ClientError::ShuttingDown)?

@@ -73,10 +73,17 @@ impl Proposer {
     /// Starts the batching task on the current tokio runtime.
     pub fn start(raft: Raft<TypeConfig>) -> Self {
         let (proposals, waiting) = mpsc::channel(WAITING_CAPACITY);
+        // Bounded by count only: each command is one client call, which the server's message
+        // limit bounds already.
+        let bounds = batching::BatchBounds {
+            requests: MAX_COMMANDS_PER_ENTRY,
+            bytes: usize::MAX,
+        };
         tokio::spawn(batching::run(
             waiting,
             MAX_ENTRIES_IN_FLIGHT,
-            MAX_COMMANDS_PER_ENTRY,
+            bounds,
+            |_: &Proposal| 0,
             move |batch| commit(raft.clone(), batch),
         ));
         Self { proposals }

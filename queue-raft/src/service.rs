@@ -32,8 +32,9 @@ use crate::auth::ClusterSecret;
 use crate::clock::NodeClock;
 use crate::proposer::{Committed, Proposer, WriteError};
 use crate::state_machine::{
-    Decision, Execution, Holder, MAX_REASONS, MAX_SUGGESTIONS, MAX_TEXT_BYTES, RejectionReason,
-    RequestDigest, SuggestedBook, Verdict,
+    Decision, Execution, Holder, MAX_LINE_QUANTITY, MAX_ORDER_BYTES, MAX_ORDER_ID_BYTES,
+    MAX_ORDER_LINES, MAX_ORDER_TEXT_BYTES, MAX_REASONS, MAX_SUGGESTIONS, MAX_TEXT_BYTES,
+    RejectionReason, RequestDigest, SuggestedBook, Verdict,
 };
 use crate::{
     Command, CommandResponse, NodeId, OrderItem, OrderRecord, OrderStatus, QueueState, QueuedOrder,
@@ -51,6 +52,9 @@ pub const LEADER_ADDR_METADATA_KEY: &str = "x-raft-leader-addr";
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
 /// The most orders one `EnqueueBatch` call, or decisions one `Decide` call, may carry.
 pub const MAX_ORDERS_PER_BATCH: usize = 1024;
+/// The largest request message the client API decodes (tonic's default, stated so that the
+/// client can keep its calls below it); a larger one is refused whole, `OUT_OF_RANGE`.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// How many orders `ListQueue` returns when the request says 0.
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
 /// The most orders one `ListQueue` answer carries.
@@ -254,7 +258,7 @@ impl OrderQueueService {
     }
 
     pub fn into_server(self) -> OrderQueueServer<Self> {
-        OrderQueueServer::new(self)
+        OrderQueueServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     /// Commits `command` through Raft and returns its log position and the state machine's
@@ -1180,32 +1184,78 @@ impl OrderQueue for OrderQueueService {
     }
 }
 
+/// A text of an order, refused past `max` bytes.
+fn order_text(field: &'static str, text: String, max: usize) -> Result<String, RequestError> {
+    if text.len() > max {
+        return Err(RequestError::invalid(
+            field,
+            format!("at most {max} bytes, got {}", text.len()),
+        ));
+    }
+    Ok(text)
+}
+
+/// The id and customer of `order`, checked against the queue's bounds: all a rejected order keeps.
+fn order_id_and_customer(order: &mut pb::QueuedOrder) -> Result<(String, String), RequestError> {
+    let size = prost::Message::encoded_len(order);
+    if size > MAX_ORDER_BYTES {
+        return Err(RequestError::invalid(
+            "order",
+            format!("at most {MAX_ORDER_BYTES} bytes encoded, got {size} bytes"),
+        ));
+    }
+    let order_id = order_text(
+        "order.order_id",
+        required_text("order.order_id", std::mem::take(&mut order.order_id))?,
+        MAX_ORDER_ID_BYTES,
+    )?;
+    let customer = order_text(
+        "order.customer",
+        std::mem::take(&mut order.customer),
+        MAX_ORDER_TEXT_BYTES,
+    )?;
+    Ok((order_id, customer))
+}
+
 impl TryFrom<pb::QueuedOrder> for QueuedOrder {
     type Error = RequestError;
 
-    /// Checks what the queue needs: an id, and at least one line with a positive quantity each.
-    fn try_from(order: pb::QueuedOrder) -> Result<Self, Self::Error> {
-        let order_id = required_text("order.order_id", order.order_id)?;
-        if order.items.is_empty() {
-            return Err(RequestError::invalid("order.items", "must not be empty"));
-        }
-        if let Some(position) = order.items.iter().position(|item| item.quantity == 0) {
+    /// Checks what the queue needs: an id, and 1 to [`MAX_ORDER_LINES`] lines of 1 to
+    /// [`MAX_LINE_QUANTITY`] books each; and what it keeps: at most [`MAX_ORDER_BYTES`] in all,
+    /// each text within its bound.
+    fn try_from(mut order: pb::QueuedOrder) -> Result<Self, Self::Error> {
+        let (order_id, customer) = order_id_and_customer(&mut order)?;
+        if order.items.is_empty() || order.items.len() > MAX_ORDER_LINES {
             return Err(RequestError::invalid(
-                "order.items.quantity",
-                format!("line {position} has quantity 0; every line needs at least one book"),
+                "order.items",
+                format!("1 to {MAX_ORDER_LINES} lines, got {}", order.items.len()),
             ));
         }
-        let items = order.items.into_iter().map(OrderItem::from).collect();
-        Ok(QueuedOrder::new(order_id, order.customer, items))
-    }
-}
-
-impl From<pb::QueueItem> for OrderItem {
-    fn from(item: pb::QueueItem) -> Self {
-        OrderItem {
-            title: item.title,
-            quantity: item.quantity,
+        if let Some(position) = order
+            .items
+            .iter()
+            .position(|item| !(1..=MAX_LINE_QUANTITY).contains(&item.quantity))
+        {
+            return Err(RequestError::invalid(
+                "order.items.quantity",
+                format!(
+                    "line {position} has quantity {}; every line needs 1 to {MAX_LINE_QUANTITY} \
+                     books",
+                    order.items[position].quantity
+                ),
+            ));
         }
+        let items = order
+            .items
+            .into_iter()
+            .map(|item| {
+                Ok(OrderItem {
+                    title: order_text("order.items.title", item.title, MAX_ORDER_TEXT_BYTES)?,
+                    quantity: item.quantity,
+                })
+            })
+            .collect::<Result<_, RequestError>>()?;
+        Ok(QueuedOrder::new(order_id, customer, items))
     }
 }
 
@@ -1429,8 +1479,9 @@ impl TryFrom<pb::Decision> for Decision {
                     .into_iter()
                     .map(RejectionReason::try_from)
                     .collect::<Result<_, _>>()?;
-                let order_id = required_text("order.order_id", order.order_id)?;
-                let order = QueuedOrder::new(order_id, order.customer, Vec::new());
+                let mut order = order;
+                let (order_id, customer) = order_id_and_customer(&mut order)?;
+                let order = QueuedOrder::new(order_id, customer, Vec::new());
                 (order, Verdict::Rejected { reasons })
             }
             None => {
@@ -1503,6 +1554,80 @@ mod tests {
             field_of(QueuedOrder::try_from(order(vec![line(1), line(0)])).unwrap_err()),
             "order.items.quantity"
         );
+    }
+
+    #[test]
+    fn orders_over_the_queue_bounds_are_refused_naming_the_field() {
+        let long = |bytes: usize| "x".repeat(bytes);
+        let titled = |title: String| pb::QueueItem { title, quantity: 1 };
+        let at_every_bound = pb::QueuedOrder {
+            order_id: long(MAX_ORDER_ID_BYTES),
+            customer: long(MAX_ORDER_TEXT_BYTES),
+            items: vec![
+                pb::QueueItem {
+                    title: long(MAX_ORDER_TEXT_BYTES),
+                    quantity: MAX_LINE_QUANTITY,
+                };
+                MAX_ORDER_LINES
+            ],
+        };
+        let kept = QueuedOrder::try_from(at_every_bound.clone()).expect("within every bound");
+        assert_eq!(kept.priority(), MAX_LINE_QUANTITY * MAX_ORDER_LINES as u32);
+        let cases = [
+            (
+                "order.order_id",
+                pb::QueuedOrder {
+                    order_id: long(MAX_ORDER_ID_BYTES + 1),
+                    ..order(vec![line(1)])
+                },
+            ),
+            (
+                "order.customer",
+                pb::QueuedOrder {
+                    customer: long(MAX_ORDER_TEXT_BYTES + 1),
+                    ..order(vec![line(1)])
+                },
+            ),
+            (
+                "order.items.title",
+                order(vec![line(1), titled(long(MAX_ORDER_TEXT_BYTES + 1))]),
+            ),
+            ("order.items", order(vec![line(1); MAX_ORDER_LINES + 1])),
+            (
+                "order.items.quantity",
+                order(vec![line(MAX_LINE_QUANTITY + 1)]),
+            ),
+            (
+                "order",
+                pb::QueuedOrder {
+                    customer: long(MAX_ORDER_BYTES),
+                    ..order(vec![line(1)])
+                },
+            ),
+        ];
+        for (field, bad) in cases {
+            assert_eq!(field_of(QueuedOrder::try_from(bad).unwrap_err()), field);
+        }
+    }
+
+    #[test]
+    fn a_rejected_order_keeps_a_bounded_id_and_customer() {
+        let rejection = |customer: String| pb::Decision {
+            order: Some(pb::QueuedOrder {
+                customer,
+                ..order(Vec::new())
+            }),
+            request: Some(pb::RequestDigest {
+                body: vec![1; 32],
+                card: Vec::new(),
+            }),
+            verdict: Some(pb::decision::Verdict::Rejected(pb::Rejection {
+                reasons: vec![pb::RejectionReason::default()],
+            })),
+        };
+        assert!(Decision::try_from(rejection("Ada".into())).is_ok());
+        let refused = Decision::try_from(rejection("x".repeat(MAX_ORDER_TEXT_BYTES + 1)));
+        assert_eq!(field_of(refused.unwrap_err()), "order.customer");
     }
 
     #[test]

@@ -51,7 +51,8 @@
 //!   so two orchestrators deciding the same retried checkout at once agree on the one that
 //!   committed first, and a retry with another body is told apart by its digest. What is kept is
 //!   bounded ([`MAX_REASONS`], [`MAX_SUGGESTIONS`], [`MAX_TEXT_BYTES`]; the queue service refuses
-//!   more), and a rejected order keeps no order lines: it is never executed.
+//!   more), and a rejected order keeps no order lines: it is never executed. What the queue keeps
+//!   of any order is bounded too ([`MAX_ORDER_BYTES`] and the bounds beside it).
 //! - The execution record ([`Command::RecordExecution`], [`Execution`]). Executing an order is
 //!   done once: the holder of the lease the order executes under records the execution, fenced
 //!   by its token, before it reports the execution done; a record is written once per order, so a
@@ -140,6 +141,24 @@ pub const MAX_REASONS: usize = 16;
 pub const MAX_SUGGESTIONS: usize = 8;
 /// The longest text (in bytes) of any field of a kept reason or suggested book.
 pub const MAX_TEXT_BYTES: usize = 256;
+
+/// The most bytes an order may take, encoded as the client API's `QueuedOrder`: with the bounds
+/// below, what the queue keeps of each order on every node and in every snapshot.
+pub const MAX_ORDER_BYTES: usize = 32 * 1024;
+/// The longest order id, in bytes (the orchestrator's are UUIDs, 36).
+pub const MAX_ORDER_ID_BYTES: usize = 128;
+/// The longest customer name or book title an order keeps, in bytes.
+pub const MAX_ORDER_TEXT_BYTES: usize = 512;
+/// The most lines an order may have.
+pub const MAX_ORDER_LINES: usize = 50;
+/// The most copies one line may ask for; with [`MAX_ORDER_LINES`], a priority far below
+/// `u32::MAX`.
+pub const MAX_LINE_QUANTITY: u32 = 10_000;
+const _: () = assert!(
+    MAX_ORDER_ID_BYTES + MAX_ORDER_TEXT_BYTES + MAX_ORDER_LINES * (MAX_ORDER_TEXT_BYTES + 16)
+        < MAX_ORDER_BYTES,
+    "an order within every field's bound is within MAX_ORDER_BYTES"
+);
 
 /// `text` cut to at most [`MAX_TEXT_BYTES`] bytes at a character boundary, as a record may keep it.
 pub fn bounded_text(text: &str) -> String {
