@@ -68,7 +68,7 @@ pub struct Config {
     /// Connections served at once; past that, clients wait in the listen backlog until one
     /// closes (a stalled one is closed by the 10 s header-read timeout).
     #[arg(long, env = "ORCHESTRATOR_MAX_CONNECTIONS", default_value_t = HttpLimits::default().max_connections,
-          value_parser = clap::value_parser!(u64).range(1..=65_536).map(|value| value as usize))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub max_connections: usize,
     /// After SIGTERM, how long requests in flight may take, in milliseconds, before their
     /// connections are cut (a checkout cut off is retried with its Idempotency-Key). With the
