@@ -10,19 +10,28 @@
 #     docker exec <container> queuectl --nodes queue-1:50061,queue-2:50062,queue-3:50063 status
 # Name resolution works without libc files: the binaries link glibc statically and read the
 # /etc/hosts and /etc/resolv.conf that Docker writes into every container.
+#
+# Every service runs as the unprivileged user 10001 (group 10001; a numeric id needs no
+# /etc/passwd). The folders a service writes, /data and /ledger, are volumes; the image makes
+# them owned by that user, and a new named volume takes its folder's owner from the image.
+# docker-compose.yaml also makes the root filesystem read-only and drops every capability.
 
 FROM scratch AS base
 ENV PATH=/usr/local/bin
 COPY target/docker/bin/queuectl /usr/local/bin/queuectl
+USER 10001:10001
 
 FROM base AS queue-node
 COPY target/docker/bin/queue-node /usr/local/bin/queue-node
+COPY --chown=10001:10001 target/docker/volume/ /data/
 VOLUME /data
 ENV QUEUE_DATA_DIR=/data
 ENTRYPOINT ["/usr/local/bin/queue-node"]
 
 FROM base AS order-executor
 COPY target/docker/bin/order-executor /usr/local/bin/order-executor
+COPY --chown=10001:10001 target/docker/volume/ /ledger/
+VOLUME /ledger
 ENTRYPOINT ["/usr/local/bin/order-executor"]
 
 FROM base AS fraud-detection

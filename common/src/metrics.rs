@@ -14,6 +14,7 @@
 //! The exporter's own HTTP listener is not used: it would pull its own hyper server set-up, and
 //! the port, the shutdown and the logs would then differ from every other server here.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use prost::Message;
+use prost_types::FileDescriptorSet;
 use tokio::net::TcpListener;
 
 /// The content type of the Prometheus text exposition format.
@@ -203,8 +206,6 @@ pub enum MetricsError {
     },
     #[error("cannot read the metrics socket's address: {0}")]
     LocalAddr(std::io::Error),
-    #[error("the metrics server failed: {0}")]
-    Serve(std::io::Error),
     #[error("the metrics server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -227,24 +228,30 @@ pub async fn alongside<F: Future>(
     // Dropped (or sent) once the service has returned; the server then stops.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Ends when `stop` is dropped or sent.
-    let server = tokio::spawn(async move {
-        axum::serve(listener, routes::<()>())
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        routes::<()>(),
+        crate::http::HttpLimits::internal(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     // Not `listening`: test harnesses and scripts take that line for the service's own port.
     tracing::info!(addr = %local_addr, "serving metrics");
     let output = service.await;
     drop(stop);
-    server.await?.map_err(MetricsError::Serve)?;
+    server.await?;
     Ok(output)
 }
 
+/// The `method` label of a gRPC call to a path that no service here defines.
+pub const UNKNOWN_GRPC_METHOD: &str = "unknown";
+
 /// Counts each gRPC call by method (`/package.Service/Method`) and status code, and times it to
 /// its response headers (for unary calls, the whole call): `bookstore_grpc_requests_total`,
-/// `bookstore_grpc_request_duration_seconds`.
+/// `bookstore_grpc_request_duration_seconds`. The method label comes from a fixed set, every
+/// method of the services defined here ([`grpc_method_label`]): a call to any other path counts
+/// as [`UNKNOWN_GRPC_METHOD`], so that a client cannot create series by inventing paths.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcMetricsLayer;
 
@@ -276,7 +283,7 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = grpc_method_label(request.uri().path());
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -296,7 +303,7 @@ where
             };
             metrics::histogram!(
                 "bookstore_grpc_request_duration_seconds",
-                "method" => method.clone(),
+                "method" => method,
             )
             .record(started.elapsed().as_secs_f64());
             metrics::counter!(
@@ -308,6 +315,53 @@ where
             result
         })
     }
+}
+
+/// `path` when it names a method of a service defined here (the workspace's protos, health,
+/// reflection), else [`UNKNOWN_GRPC_METHOD`].
+pub fn grpc_method_label(path: &str) -> &'static str {
+    known_grpc_methods()
+        .get(path)
+        .copied()
+        .unwrap_or(UNKNOWN_GRPC_METHOD)
+}
+
+/// Every `/package.Service/Method` path the descriptor sets compiled into this binary define,
+/// read once; kept for the life of the process, as labels must be.
+fn known_grpc_methods() -> &'static HashSet<&'static str> {
+    static KNOWN: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let descriptor_sets = [
+            bookstore_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut known = HashSet::new();
+        for encoded in descriptor_sets {
+            let set = match FileDescriptorSet::decode(encoded) {
+                Ok(set) => set,
+                Err(error) => {
+                    // Compiled in, so it decodes; if not, its calls count as unknown.
+                    tracing::warn!(%error, "cannot read a compiled-in descriptor set");
+                    continue;
+                }
+            };
+            for file in &set.file {
+                let prefix = match file.package() {
+                    "" => String::new(),
+                    package => format!("{package}."),
+                };
+                for service in &file.service {
+                    for method in &service.method {
+                        let path = format!("/{prefix}{}/{}", service.name(), method.name());
+                        known.insert(&*Box::leak(path.into_boxed_str()));
+                    }
+                }
+            }
+        }
+        known
+    })
 }
 
 /// gRPC status codes as the gRPC specification spells them.
@@ -395,4 +449,40 @@ mod tests {
             "{text}"
         );
     }
+
+    #[tokio::test]
+    async fn grpc_calls_to_unknown_paths_share_one_series() {
+        use tower::Service;
+        install();
+        let unimplemented = tower::service_fn(|_: axum::http::Request<Body>| async {
+            let response = axum::http::Response::builder()
+                .header("grpc-status", "12")
+                .body(Body::empty())
+                .expect("response");
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let mut service = tower::Layer::layer(&GrpcMetricsLayer, unimplemented);
+        let known = "/grpc.health.v1.Health/Check";
+        for path in [known, "/made.Up/a8f3", "/made.Up/77c1", "/bookstore.Nope/Guess"] {
+            let request = axum::http::Request::post(path)
+                .body(Body::empty())
+                .expect("request");
+            service.ready().await.expect("ready");
+            service.call(request).await.expect("response");
+        }
+        let text = install().render();
+        assert!(
+            text.contains(&format!(r#"bookstore_grpc_requests_total{{method="{known}""#)),
+            "{text}"
+        );
+        assert!(!text.contains("made.Up"), "{text}");
+        assert!(!text.contains("bookstore.Nope"), "{text}");
+        assert!(
+            text.contains(
+                r#"bookstore_grpc_requests_total{method="unknown",code="UNIMPLEMENTED"}"#
+            ),
+            "{text}"
+        );
+    }
+
 }

@@ -163,7 +163,7 @@ pub async fn run(
     http.map_err(|source| ExecutorError::TaskPanicked {
         task: "HTTP server",
         source,
-    })??;
+    })?;
     tracing::info!(
         service = "order-executor",
         executor_id = config.id,

@@ -17,9 +17,6 @@ pub enum ExecutorError {
         #[source]
         source: std::io::Error,
     },
-    /// The HTTP server failed while serving.
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
     /// The worker or the HTTP server task panicked.
     #[error("the {task} task panicked: {source}")]
     TaskPanicked {

@@ -1,6 +1,7 @@
 //! The executor's small HTTP port: `GET /health` (the process serves), `GET /status` (its part
 //! in the election, the order it executes, what it executed, its last error) and `GET /metrics`
-//! (Prometheus).
+//! (Prometheus). Served under the limits of an internal port
+//! ([`bookstore_common::http::HttpLimits::internal`]), so that no client can hold it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,7 +16,6 @@ use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::error::ExecutorError;
 use crate::status::ExecutorStatus;
 
 /// The longest a request may take; every handler only reads memory.
@@ -42,16 +42,20 @@ pub fn app(status: watch::Receiver<ExecutorStatus>) -> Router {
         .with_state(status)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in flight.
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in flight
+/// (within the drain timeout).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ExecutorError> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ExecutorError::Serve)
+) {
+    bookstore_common::http::serve(
+        listener,
+        app,
+        bookstore_common::http::HttpLimits::internal(),
+        shutdown,
+    )
+    .await;
 }
 
 async fn health_get() -> Json<Health> {

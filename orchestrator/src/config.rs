@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+use bookstore_common::http::HttpLimits;
 use clap::Parser;
 use queue_raft::client::{QueueClient, QueueNodes};
 use tokio::{net::TcpListener, sync::watch};
@@ -65,6 +65,17 @@ pub struct Config {
     /// apart). Make one with: head -c 32 /dev/urandom | base64 > data/idempotency-secret
     #[arg(long, env = "IDEMPOTENCY_SECRET_FILE")]
     pub idempotency_secret_file: Option<PathBuf>,
+    /// Connections served at once; past that, clients wait in the listen backlog until one
+    /// closes (a stalled one is closed by the 10 s header-read timeout).
+    #[arg(long, env = "ORCHESTRATOR_MAX_CONNECTIONS", default_value_t = HttpLimits::default().max_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub max_connections: usize,
+    /// After SIGTERM, how long requests in flight may take, in milliseconds, before their
+    /// connections are cut (a checkout cut off is retried with its Idempotency-Key). With the
+    /// rest of a stop, the default ends the process within 10 s whatever the clients do.
+    #[arg(long, env = "ORCHESTRATOR_DRAIN_TIMEOUT_MS", default_value_t = 8_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub drain_timeout_ms: u64,
 }
 
 impl Config {
@@ -75,10 +86,21 @@ impl Config {
     pub fn checkout_timeout(&self) -> Duration {
         Duration::from_millis(self.checkout_timeout_ms)
     }
+
+    /// The HTTP server's limits: the defaults of a public port, with the connection limit and
+    /// drain timeout of the flags.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            ..HttpLimits::default()
+        }
+    }
 }
 
 /// Serves the orchestrator until `shutdown` resolves, then stops accepting connections and
-/// finishes the requests in flight (a checkout within its budget) before returning.
+/// gives the requests in flight the drain timeout to finish before returning (see
+/// [`bookstore_common::http`] for every limit a client is held to).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -113,20 +135,12 @@ pub async fn run(
         .local_addr()
         .context("listener has no local address")?;
     tracing::info!(service = "orchestrator", %addr, "listening");
-    // Without TCP_NODELAY small answers wait for the client's delayed ACK.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(listener, routes::app(state))
-        .with_graceful_shutdown(shutdown)
+    bookstore_common::http::serve(listener, routes::app(state), config.http_limits(), shutdown)
         .await;
     drop(stop_sampling);
     if let Err(error) = sampler.await {
         tracing::warn!(%error, "the cluster sampler failed");
     }
-    served.context("HTTP server failed")?;
     tracing::info!(service = "orchestrator", "stopped");
     Ok(())
 }

@@ -30,6 +30,9 @@ pub enum ApiError {
     InvalidField(String),
     #[error("the body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The client stopped sending its body before the whole of it had arrived in time.
+    #[error("the body did not arrive within {:?}", bookstore_common::http::HttpLimits::default().body_timeout)]
+    BodyTimeout,
     #[error("cannot read the body: {0}")]
     UnreadableBody(String),
     #[error("{0}")]
@@ -125,6 +128,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BackendUnavailable(_) | Self::QueueUnavailable(_) | Self::Unresolved(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -139,6 +143,7 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidField(_) => "invalid_field",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::UnreadableBody(_) => "unreadable_body",
             Self::BackendUnavailable(_) => "backend_unavailable",
             Self::QueueUnavailable(_) => "queue_unavailable",

@@ -185,6 +185,8 @@ async fn checkout_create(
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge { limit: BODY_LIMIT }
+        } else if timed_out(&rejection) {
+            ApiError::BodyTimeout
         } else {
             ApiError::UnreadableBody(rejection.body_text())
         }
@@ -221,6 +223,19 @@ async fn checkout_create(
         );
     }
     Ok(response)
+}
+
+/// Whether reading the body failed because it did not arrive in time (the server's body
+/// deadline, [`bookstore_common::http::HttpLimits::body_timeout`]).
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The story of one checkout. With a key the client sent, the queue's record of the key's order

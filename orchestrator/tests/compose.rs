@@ -1,10 +1,12 @@
-//! `docker-compose.yaml` stops the orchestrator no sooner than a checkout in flight can finish:
-//! its `stop_grace_period` (SIGTERM, then SIGKILL after it) covers the request budget, so a
-//! `docker compose stop` or `restart` never cuts an approved order's enqueue mid-flight. Read
-//! from the file, without Docker.
+//! `docker-compose.yaml` stops the orchestrator no sooner than its own drain timeout ends:
+//! its `stop_grace_period` (SIGTERM, then SIGKILL after it) covers the time the orchestrator
+//! gives requests in flight after SIGTERM, so a `docker compose stop` or `restart` lets the
+//! orchestrator end them itself. Read from the file, without Docker.
 
 use std::path::Path;
 use std::time::Duration;
+
+use clap::Parser;
 
 /// The value of `key` in the block of service `service` (two-space indents, as the file is
 /// written), if it is set there.
@@ -32,16 +34,17 @@ fn compose_duration(text: &str) -> Duration {
 }
 
 #[test]
-fn the_orchestrator_is_given_longer_to_stop_than_a_checkout_may_take() {
+fn the_orchestrator_is_given_longer_to_stop_than_its_drain_timeout() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yaml");
     let compose = std::fs::read_to_string(&path).expect("docker-compose.yaml");
     // Compose's default when the service sets none.
     let grace = service_setting(&compose, "orchestrator", "stop_grace_period")
         .map_or(Duration::from_secs(10), |text| compose_duration(&text));
-    let budget = orchestrator::routes::REQUEST_TIMEOUT;
+    let defaults = orchestrator::Config::try_parse_from(["orchestrator"]).expect("the defaults");
+    let drain = defaults.http_limits().drain_timeout;
     assert!(
-        grace > budget,
-        "compose gives the orchestrator {grace:?} to stop, but a request may take {budget:?}"
+        grace > drain,
+        "compose gives the orchestrator {grace:?} to stop, but it drains for {drain:?}"
     );
 }
 

@@ -1,5 +1,8 @@
 //! One queue node, wired: the sled stores, openraft, the gRPC services on one port, cluster
-//! formation, role-change logging, metrics, and an orderly stop.
+//! formation, role-change logging, metrics, health that follows the leader, and an orderly stop.
+//!
+//! The node's gRPC health (what container healthchecks ask) says SERVING only while the node
+//! knows a leader: a node without a majority cannot commit anything, so it is not ready.
 //!
 //! [`run`] owns the node's lifetime. It returns after `shutdown` resolves and everything it
 //! started has stopped: the server drained, Raft shut down, the role logger and the metrics
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookstore_common::grpc::{self, ServeError};
+use bookstore_common::grpc::{self, GrpcServer, ServeError};
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, Config, ConfigError, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
@@ -204,13 +207,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         data_dir = %config.data_dir.display(),
         "raft node started"
     );
-    // Both end when Raft has shut down and dropped the metrics sender.
+    // All three end when Raft has shut down and dropped the metrics sender.
     let role_logger = tokio::spawn(log_role_changes(raft.metrics()));
     let metrics_exporter = tokio::spawn(metrics::export(raft.clone(), state_machine.clone()));
+    let (leader_known_sender, leader_known) = watch::channel(false);
+    let leader_watch = tokio::spawn(watch_leader(raft.metrics(), leader_known_sender));
     if let Err(error) = form_cluster(&raft, &config).await {
         stop_raft(&raft).await;
         let _ = role_logger.await;
         let _ = metrics_exporter.await;
+        let _ = leader_watch.await;
         return Err(error);
     }
 
@@ -224,13 +230,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         RaftTransportService::new(raft.clone()).into_guarded_server(config.secret.clone()),
     );
     let raft_to_stop = raft.clone();
-    let served = grpc::serve(listener, service::NAME, routes, async move {
-        shutdown.await;
-        // Stop Raft before the server drains: a call waiting on a quorum that is gone then fails
-        // at once, instead of holding the drain open forever.
-        stop_raft(&raft_to_stop).await;
-    })
-    .await;
+    let served = GrpcServer::new(service::NAME)
+        .ready_while(leader_known)
+        .serve(listener, routes, async move {
+            shutdown.await;
+            // Stop Raft before the server drains: a call waiting on a quorum that is gone then
+            // fails at once, instead of holding the drain open forever.
+            stop_raft(&raft_to_stop).await;
+        })
+        .await;
     // Also when serving failed before any signal: Raft must not outlive the node.
     stop_raft(&raft).await;
     if let Err(error) = role_logger.await {
@@ -238,6 +246,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     if let Err(error) = metrics_exporter.await {
         tracing::warn!(%error, "the metrics exporter ended abnormally");
+    }
+    if let Err(error) = leader_watch.await {
+        tracing::warn!(%error, "the leader watch ended abnormally");
     }
     db.flush_async().await.map_err(NodeError::Flush)?;
     tracing::info!(node_id = config.id, "raft node stopped");
@@ -277,6 +288,21 @@ async fn form_cluster(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<()
             Ok(())
         }
         Err(error) => Err(NodeError::Initialize(Box::new(error))),
+    }
+}
+
+/// Keeps `leader_known` true while this node knows a leader (itself or another), until the
+/// metrics channel closes (Raft stopped).
+async fn watch_leader(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    leader_known: watch::Sender<bool>,
+) {
+    loop {
+        let known = metrics.borrow_and_update().current_leader.is_some();
+        leader_known.send_if_modified(|was| std::mem::replace(was, known) != known);
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 
