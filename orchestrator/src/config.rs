@@ -1,11 +1,18 @@
 //! The orchestrator's configuration and the function that serves it.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use bookstore_common::metrics::{self, MetricsListen};
 use clap::Parser;
 use queue_raft::client::{QueueClient, QueueNodes};
+use queue_raft::client_auth::QueueTokenSource;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -25,6 +32,14 @@ pub struct Config {
     /// Address to serve HTTP on; port 0 picks a free port (logged as `listening`).
     #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), or `off`: a port of its own,
+    /// never the public one, so that it is published only where asked.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_METRICS_LISTEN",
+        default_value = "0.0.0.0:8181"
+    )]
+    pub metrics_listen: MetricsListen,
     /// The fraud detection service.
     #[arg(
         long,
@@ -48,6 +63,9 @@ pub struct Config {
     pub suggestions_addr: String,
     #[command(flatten)]
     pub queue_nodes: QueueNodes,
+    /// The orchestrator role's queue token (enqueue, decide, read).
+    #[command(flatten)]
+    pub queue_token: QueueTokenSource,
     /// How long each backend call may take, in milliseconds, before the checkout gives up on it.
     #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 2000)]
     pub backend_timeout_ms: u64,
@@ -94,11 +112,12 @@ pub async fn run(
              digits is not told apart"
         );
     }
+    let token = config.queue_token.load()?;
     let state = AppState {
         backends: Backends::connect_lazy(&config).context("invalid backend address")?,
-        queue: QueueClient::new(config.queue_nodes.addrs.clone())
+        queue: QueueClient::new(config.queue_nodes.addrs.clone(), token.clone())
             .context("invalid queue address")?,
-        cluster: ClusterMonitor::new(config.queue_nodes.addrs.clone())
+        cluster: ClusterMonitor::new(config.queue_nodes.addrs.clone(), token)
             .context("invalid queue address")?,
         digester: RequestDigester::new(secret),
         checkout_timeout: config.checkout_timeout(),
@@ -119,14 +138,20 @@ pub async fn run(
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let served = axum::serve(listener, routes::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = metrics::alongside(
+        config.metrics_listen,
+        axum::serve(listener, routes::app(state))
+            .with_graceful_shutdown(shutdown)
+            .into_future(),
+    )
+    .await;
     drop(stop_sampling);
     if let Err(error) = sampler.await {
         tracing::warn!(%error, "the cluster sampler failed");
     }
-    served.context("HTTP server failed")?;
+    served
+        .context("the metrics server failed")?
+        .context("HTTP server failed")?;
     tracing::info!(service = "orchestrator", "stopped");
     Ok(())
 }

@@ -165,11 +165,11 @@ async fn membership_changes_without_the_cluster_secret_are_refused() {
         NODE_IDS.len(),
         "not even a learner was added"
     );
-    // The calls that stay open still work, secret or not.
+    // The client calls need a queue token, not the secret.
     client
         .enqueue(order("open-1", 1))
         .await
-        .expect("enqueue needs no secret");
+        .expect("enqueue needs a queue token, no secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
