@@ -20,10 +20,11 @@ use bookstore_proto as pb;
 use bookstore_proto::order_queue_client::OrderQueueClient;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
+use queue_raft::client::TokenClient;
 use queue_raft::{ClientError, QueueClient};
 use serde::Serialize;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::cluster::{self, Settled};
 use crate::driver::chain;
@@ -130,7 +131,7 @@ pub enum EnqueueOneError {
 pub struct EnqueueOne {
     /// On the one channel to the leader, which every clone shares; the connection closes when
     /// the last clone is dropped.
-    leader: OrderQueueClient<Channel>,
+    leader: TokenClient,
     orders: OrderMaker,
 }
 
@@ -167,7 +168,7 @@ impl EnqueueOne {
         Ok((
             addr.clone(),
             Self {
-                leader: OrderQueueClient::new(channel),
+                leader: OrderQueueClient::with_interceptor(channel, client.token().clone()),
                 orders: OrderMaker::new(payload_bytes),
             },
         ))

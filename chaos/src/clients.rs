@@ -27,12 +27,14 @@ use anyhow::Context;
 use bookstore_proto as pb;
 use bookstore_proto::order_queue_client::OrderQueueClient;
 use orchestrator::checkout::{SampleOrder, sample_request};
+use queue_raft::client::TokenClient as NodeClient;
+use queue_raft::client_auth::QueueToken;
 use queue_raft::{ClientError, QueueClient};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::history::{
     ClientOperation, Item, OperationKind, OrderContents, Outcome, ReadKind, ReadOperation,
@@ -79,7 +81,7 @@ pub struct ClientContext {
     pub http: reqwest::Client,
     pub queue: QueueClient,
     /// Each queue node by name (`queue-N`), with a channel of its own that follows no leader.
-    pub nodes: Vec<(String, OrderQueueClient<Channel>)>,
+    pub nodes: Vec<(String, NodeClient)>,
     /// The CVV of every card: distinctive, so that finding it in a file is meaningful.
     pub cvv: String,
     /// The next card serial; each checkout takes its own card.
@@ -113,6 +115,9 @@ pub struct ContextParts<'a> {
     pub responses: &'a Path,
     pub backlog: watch::Receiver<u64>,
     pub faulted: watch::Receiver<Vec<String>>,
+    /// What the clients present to the queue: the orchestrator role's token, since they enqueue
+    /// and read as an orchestrator does.
+    pub token: QueueToken,
 }
 
 impl ClientContext {
@@ -133,7 +138,10 @@ impl ClientContext {
                     .connect_timeout(NODE_CONNECT_TIMEOUT)
                     .timeout(NODE_CALL_TIMEOUT)
                     .connect_lazy();
-                anyhow::Ok((name.clone(), OrderQueueClient::new(channel)))
+                anyhow::Ok((
+                    name.clone(),
+                    OrderQueueClient::with_interceptor(channel, parts.token.clone()),
+                ))
             })
             .collect::<anyhow::Result<_>>()?;
         // Leaves room for a billion orders before the 12-digit serials wrap.
@@ -142,7 +150,7 @@ impl ClientContext {
             run_id: parts.run_id.to_owned(),
             orchestrator_url: parts.orchestrator_url.to_owned(),
             http,
-            queue: QueueClient::new(addrs)?,
+            queue: QueueClient::new(addrs, parts.token.clone())?,
             nodes,
             cvv: parts.cvv.to_owned(),
             next_card_serial: Arc::new(AtomicU64::new(first_serial)),

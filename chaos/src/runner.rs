@@ -24,7 +24,7 @@ use crate::clients::{self, ClientContext, ClientRecord, ContextParts, ReaderKind
 use crate::history::{ClockStep, History, RunWindow};
 use crate::nemesis::{FaultKind, Nemesis, NemesisLog};
 use crate::network::Network;
-use crate::system::{EXECUTOR_COUNT, QUEUE_NODES, System, SystemPaths};
+use crate::system::{EXECUTOR_COUNT, QUEUE_NODES, QueueTokenFiles, System, SystemPaths};
 use crate::{cards, drain};
 
 /// How long the cluster may take to elect its first leader.
@@ -129,9 +129,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<bool> {
         run_dir: run_dir.clone(),
     };
     let cluster_secret = uuid::Uuid::new_v4().simple().to_string();
-    let mut system = System::start(&paths, network.layout(), &cluster_secret).await?;
+    let tokens = QueueTokenFiles::create(&run_dir.join("queue-tokens"))?;
+    let mut system = System::start(&paths, network.layout(), &cluster_secret, &tokens).await?;
     let status = QueueClient::with_options(
         system.queue_addrs.clone(),
+        QueueTokenFiles::load(&tokens.admin)?,
         ClientOptions {
             deadline: Duration::from_secs(2),
             attempt_timeout: Duration::from_millis(500),
@@ -163,6 +165,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<bool> {
         responses: &run_dir.join("responses.jsonl"),
         backlog: depth,
         faulted,
+        token: QueueTokenFiles::load(&tokens.orchestrator)?,
     })?;
     let client_tasks = spawn_clients(&options, &context, until);
     drop(context);

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use powercut_fs::Mount;
+use queue_raft::client_auth::QueueToken;
 
 use crate::history::ProcessExit;
 use crate::network::{Layout, Role};
@@ -83,6 +84,40 @@ impl SystemPaths {
     }
 }
 
+/// The queue's client tokens of the run, one per role, each a fresh random value in a file of
+/// the run's directory: the queue nodes accept them, each client presents its role's.
+#[derive(Debug, Clone)]
+pub struct QueueTokenFiles {
+    pub orchestrator: PathBuf,
+    pub executor: PathBuf,
+    /// The chaos run's own reads (the drain, the checker's final states) need the lease tokens,
+    /// which only the executor and admin roles see.
+    pub admin: PathBuf,
+}
+
+impl QueueTokenFiles {
+    /// Writes three fresh tokens into `dir` (created if missing).
+    pub fn create(dir: &Path) -> anyhow::Result<QueueTokenFiles> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let write = |role: &str| {
+            let path = dir.join(role);
+            std::fs::write(&path, format!("{}\n", uuid::Uuid::new_v4().simple()))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            anyhow::Ok(path)
+        };
+        Ok(QueueTokenFiles {
+            orchestrator: write("orchestrator")?,
+            executor: write("executor")?,
+            admin: write("admin")?,
+        })
+    }
+
+    /// The token in `path`, as a client presents it.
+    pub fn load(path: &Path) -> anyhow::Result<QueueToken> {
+        QueueToken::from_file(path).with_context(|| format!("the queue token {}", path.display()))
+    }
+}
+
 /// The running system. Dropping it kills every process, then unmounts the queue nodes' disks.
 #[derive(Debug)]
 pub struct System {
@@ -105,6 +140,7 @@ impl System {
         paths: &SystemPaths,
         layout: &Layout,
         cluster_secret: &str,
+        tokens: &QueueTokenFiles,
     ) -> anyhow::Result<System> {
         for dir in [
             paths.logs(),
@@ -186,6 +222,12 @@ impl System {
                     "--clock-offset-file={}",
                     paths.clock_offset(node_id).display()
                 ),
+                format!(
+                    "--orchestrator-token-file={}",
+                    tokens.orchestrator.display()
+                ),
+                format!("--executor-token-file={}", tokens.executor.display()),
+                format!("--admin-token-file={}", tokens.admin.display()),
             ];
             processes.push(Supervised::spawn(spec(&name, "queue-node", role, args)?)?);
         }
@@ -199,11 +241,15 @@ impl System {
         .iter()
         .zip(BACKENDS)
         .map(|(flag, (_, port))| format!("{flag}=http://127.0.0.1:{port}"));
-        let orchestrator_args = [format!("--listen={services_addr}:{ORCHESTRATOR_PORT}")]
-            .into_iter()
-            .chain(backend_flags)
-            .chain([queue_nodes_flag.clone()])
-            .collect();
+        let orchestrator_args = [
+            format!("--listen={services_addr}:{ORCHESTRATOR_PORT}"),
+            "--metrics-listen=off".to_owned(),
+            format!("--queue-token-file={}", tokens.orchestrator.display()),
+        ]
+        .into_iter()
+        .chain(backend_flags)
+        .chain([queue_nodes_flag.clone()])
+        .collect();
         processes.push(Supervised::spawn(spec(
             "orchestrator",
             "orchestrator",
@@ -219,6 +265,7 @@ impl System {
                 "--listen=127.0.0.1:0".to_owned(),
                 format!("--id={name}"),
                 queue_nodes_flag.clone(),
+                format!("--queue-token-file={}", tokens.executor.display()),
                 format!("--ledger={}", ledger.display()),
                 format!("--execution-ms={EXECUTION_MS}"),
                 format!("--backoff-after-lead-ms={BACKOFF_AFTER_LEAD_MS}"),

@@ -36,12 +36,13 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The `--metrics-listen` twins of every gRPC service.
+/// The `--metrics-listen` twins of every service with a metrics port of its own.
 const METRICS_LISTEN_VARS: &[&str] = &[
     "FRAUD_DETECTION_METRICS_LISTEN",
     "TRANSACTION_VERIFICATION_METRICS_LISTEN",
     "SUGGESTIONS_METRICS_LISTEN",
     "QUEUE_NODE_METRICS_LISTEN",
+    "ORCHESTRATOR_METRICS_LISTEN",
 ];
 
 /// One running service process and everything it logged.

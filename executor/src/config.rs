@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use queue_raft::client_auth::QueueTokenSource;
 use queue_raft::{ClientOptions, Holder, QueueClient, QueueNodes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,9 @@ pub struct Config {
     pub id: String,
     #[command(flatten)]
     pub queue_nodes: QueueNodes,
+    /// The executor role's queue token (campaign, renew, resign, dequeue, record, acknowledge).
+    #[command(flatten)]
+    pub queue_token: QueueTokenSource,
     /// How long the lease lasts unless renewed, in milliseconds; renewed every third of it. It
     /// should outlast a Raft failover (about a second), or an order in hand is abandoned then.
     #[arg(long, env = "EXECUTOR_LEASE_TTL_MS", default_value_t = 2000,
@@ -91,9 +95,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ExecutorError> {
-    let client =
-        QueueClient::with_options(config.queue_nodes.addrs.clone(), config.client_options())
-            .map_err(ExecutorError::InvalidQueueNodes)?;
+    let token = config.queue_token.load()?;
+    let client = QueueClient::with_options(
+        config.queue_nodes.addrs.clone(),
+        token,
+        config.client_options(),
+    )
+    .map_err(ExecutorError::InvalidQueueNodes)?;
     let listener =
         TcpListener::bind(config.listen)
             .await

@@ -4,12 +4,16 @@
 use std::net::SocketAddr;
 
 use queue_raft::ClientError;
+use queue_raft::client_auth::TokenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
     /// `--queue-nodes` names no node, or an address that is not `host:port`.
     #[error("invalid --queue-nodes: {0}")]
     InvalidQueueNodes(#[source] ClientError),
+    /// No usable queue token (`--queue-token-file` or env `QUEUE_TOKEN`).
+    #[error(transparent)]
+    QueueToken(#[from] TokenError),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -106,7 +106,6 @@ mod tests {
             serde_json::json!({
                 "id": "executor-2",
                 "state": "leader",
-                "token": 9,
                 "leaseHolder": null,
                 "currentOrder": {"orderId": "order-7", "priority": 4},
                 "ordersExecuted": 0,
@@ -114,5 +113,16 @@ mod tests {
                 "lastError": null,
             })
         );
+    }
+
+    /// `/status` is served to anyone who reaches the port: the lease token, which proves the
+    /// holder to the cluster, is never in it.
+    #[tokio::test]
+    async fn status_never_shows_the_lease_token() {
+        let board = StatusBoard::new("executor-3");
+        board.leading(31_337);
+        let (_, body) = get_json(app(board.subscribe()), "/status").await;
+        assert!(!body.to_string().contains("31337"), "{body}");
+        assert!(body.get("token").is_none(), "{body}");
     }
 }

@@ -31,7 +31,9 @@ pub struct CurrentOrder {
 pub struct ExecutorStatus {
     pub id: String,
     pub state: Role,
-    /// The fencing token of the lease this executor holds.
+    /// The fencing token of the lease this executor holds: for the worker's own bookkeeping,
+    /// never served (it proves the lease's holder to the cluster).
+    #[serde(skip)]
     pub token: Option<u64>,
     /// Who holds the lease as last seen, when another executor does.
     pub lease_holder: Option<String>,

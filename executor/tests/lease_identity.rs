@@ -11,7 +11,7 @@ use std::time::Duration;
 use bookstore_common::testing::Service;
 use common::cluster::{Cluster, wait_for};
 use common::enqueue_orders;
-use queue_raft::Holder;
+use queue_raft::{Holder, Role};
 
 /// The first run of `executor-1` takes an order and dies holding it. Its next run, having read
 /// the lease as free (the status read is not linearizable: during a queue leader change it can
@@ -81,6 +81,10 @@ async fn two_processes_with_one_executor_id_never_share_a_lease() {
     let args = vec![
         "--id=executor-1".to_owned(),
         format!("--queue-nodes={}", cluster.addrs().join(",")),
+        format!(
+            "--queue-token-file={}",
+            cluster.token_file(Role::Executor).display()
+        ),
         "--lease-ttl-ms=3000".to_owned(),
         "--execution-ms=300".to_owned(),
         "--backoff-after-lead-ms=50".to_owned(),

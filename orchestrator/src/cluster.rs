@@ -6,6 +6,11 @@
 //! when someone has just killed a node. The history (leader changes, lease grants, throughput)
 //! lives here rather than in the browser so that every viewer sees the same recent past, also
 //! one that opens the page after the election it wants to see.
+//!
+//! The view is public (`GET /cluster/status`, CORS `*`), so it carries no customer data (the
+//! next orders show as their size and age, without ids or names), no lease token (the
+//! orchestrator's queue role is not shown them anyway) and no internal address (nodes are named
+//! by id; errors say what failed, not where).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -15,8 +20,11 @@ use std::{
 
 use bookstore_proto as pb;
 use queue_raft::client::{ClientError, ClientOptions, QueueClient};
+use queue_raft::client_auth::QueueToken;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::error::queue_failure;
 
 /// How often the nodes are asked; the page polls at the same pace.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
@@ -70,7 +78,8 @@ pub struct ClusterView {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeView {
-    /// host:port as the orchestrator reaches it.
+    /// host:port as the orchestrator reaches it: how the sampler knows the node, never shown.
+    #[serde(skip)]
     pub addr: String,
     /// Known once the node, or a member list naming it, has answered.
     pub node_id: Option<u64>,
@@ -120,7 +129,6 @@ impl From<&pb::ClusterStatusResponse> for NodeStatus {
 #[serde(rename_all = "camelCase")]
 pub struct LeaderView {
     pub node_id: u64,
-    pub addr: String,
     pub term: u64,
 }
 
@@ -135,11 +143,10 @@ pub struct QueueView {
     pub error: Option<String>,
 }
 
+/// One of the next orders, as public as a queue display in a shop: no id, no customer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct QueuedOrderView {
-    pub order_id: String,
-    pub customer: String,
     pub priority: u32,
     /// "queued" or "executing".
     pub phase: String,
@@ -160,8 +167,6 @@ impl From<&pb::OrderState> for QueuedOrderView {
             pb::OrderPhase::Queued | pb::OrderPhase::Unspecified => "queued",
         };
         Self {
-            order_id: order.order_id,
-            customer: order.customer,
             priority: state.priority,
             phase: phase.to_owned(),
             executor: Some(state.executor_id.clone()).filter(|id| !id.is_empty()),
@@ -176,8 +181,6 @@ impl From<&pb::OrderState> for QueuedOrderView {
 pub struct LeaseView {
     /// None when the lease is free.
     pub holder: Option<String>,
-    /// The fencing token of the current grant; 0 when free.
-    pub token: u64,
     /// The leader's clock, ms since the Unix epoch; 0 when free.
     pub expires_at_ms: u64,
     /// Which node's applied state this is.
@@ -196,8 +199,9 @@ pub struct RaftElection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutorElection {
-    pub token: u64,
     pub holder: String,
+    /// The holder's process run: a new one is a new grant even to the same executor id.
+    pub incarnation: u64,
     pub seen_at_ms: u64,
 }
 
@@ -222,9 +226,10 @@ pub struct ClusterMonitor {
 }
 
 impl ClusterMonitor {
-    /// A monitor of the nodes at `addrs`; it asks nothing until [`ClusterMonitor::run`].
-    pub fn new(addrs: Vec<String>) -> Result<Self, ClientError> {
-        let client = QueueClient::with_options(addrs, monitor_options())?;
+    /// A monitor of the nodes at `addrs`, asked with `token`; it asks nothing until
+    /// [`ClusterMonitor::run`].
+    pub fn new(addrs: Vec<String>, token: QueueToken) -> Result<Self, ClientError> {
+        let client = QueueClient::with_options(addrs, token, monitor_options())?;
         let observed = Observed::new(client.addrs().map(str::to_owned).collect());
         Ok(Self {
             client,
@@ -300,6 +305,10 @@ struct Observed {
     last_seen_ms: BTreeMap<String, u64>,
     raft_elections: VecDeque<RaftElection>,
     executor_elections: VecDeque<ExecutorElection>,
+    /// The lease's holder and incarnation in the last sample, None when free or unknown: a
+    /// holder seen after another, or after a free lease, is a new grant. (A grant to the same
+    /// run between two samples is not told apart: the page never sees lease tokens.)
+    last_holder: Option<(String, u64)>,
     counters: VecDeque<Counters>,
     view: ClusterView,
 }
@@ -324,6 +333,7 @@ impl Observed {
             last_seen_ms: BTreeMap::new(),
             raft_elections: VecDeque::new(),
             executor_elections: VecDeque::new(),
+            last_holder: None,
             counters: VecDeque::new(),
             view: ClusterView {
                 sample_interval_ms: millis(SAMPLE_INTERVAL),
@@ -381,16 +391,15 @@ impl Observed {
                 addr: addr.clone(),
                 node_id: self.ids.get(addr).copied(),
                 up: status.is_ok(),
-                error: status.as_ref().err().map(ToString::to_string),
+                error: status.as_ref().err().map(queue_failure),
                 last_seen_at_ms: self.last_seen_ms.get(addr).copied(),
                 status: status.as_ref().ok().map(NodeStatus::from),
             })
             .collect();
         nodes.sort_by_key(|node| (node.node_id.is_none(), node.node_id));
 
-        let leader = leader.map(|(addr, status)| LeaderView {
+        let leader = leader.map(|(_, status)| LeaderView {
             node_id: status.node_id,
-            addr: addr.clone(),
             term: status.term,
         });
         if let Some(leader) = &leader {
@@ -412,31 +421,25 @@ impl Observed {
 
         let lease = reference.map(|(_, status)| LeaseView {
             holder: Some(status.lease_holder.clone()).filter(|holder| !holder.is_empty()),
-            token: status.lease_token,
             expires_at_ms: status.lease_expires_at_ms,
             from_node_id: status.node_id,
         });
-        if let Some(LeaseView {
-            holder: Some(holder),
-            token,
-            ..
-        }) = &lease
+        let holder = reference
+            .filter(|(_, status)| !status.lease_holder.is_empty())
+            .map(|(_, status)| (status.lease_holder.clone(), status.lease_holder_incarnation));
+        if let Some((holder_id, incarnation)) = &holder
+            && self.last_holder.as_ref() != holder.as_ref()
         {
-            let seen = self
-                .executor_elections
-                .front()
-                .is_some_and(|last| last.token >= *token);
-            if !seen {
-                push_newest(
-                    &mut self.executor_elections,
-                    ExecutorElection {
-                        token: *token,
-                        holder: holder.clone(),
-                        seen_at_ms: at_ms,
-                    },
-                );
-            }
+            push_newest(
+                &mut self.executor_elections,
+                ExecutorElection {
+                    holder: holder_id.clone(),
+                    incarnation: *incarnation,
+                    seen_at_ms: at_ms,
+                },
+            );
         }
+        self.last_holder = holder;
 
         // The largest counters any node reports only grow (a lagging node reports less, never
         // more), so the rate between two samples is never negative for long.
@@ -461,7 +464,7 @@ impl Observed {
             Err(error) => QueueView {
                 depth: reference.map(|(_, status)| status.queue_depth),
                 next: Vec::new(),
-                error: Some(error.to_string()),
+                error: Some(queue_failure(&error)),
             },
         };
 
@@ -522,6 +525,7 @@ mod tests {
             commit_index: applied,
             executed_count: applied / 2,
             lease_holder: "executor-1".to_owned(),
+            lease_holder_incarnation: term,
             lease_token: term,
             members: (1..=3)
                 .map(|id| pb::ClusterMember {
@@ -615,13 +619,13 @@ mod tests {
             .map(|e| (e.term, e.leader_id))
             .collect();
         assert_eq!(elections, [(2, 2), (1, 1)]);
-        let tokens: Vec<_> = observed
+        let incarnations: Vec<_> = observed
             .view
             .executor_elections
             .iter()
-            .map(|e| e.token)
+            .map(|e| e.incarnation)
             .collect();
-        assert_eq!(tokens, [2, 1]);
+        assert_eq!(incarnations, [2, 1]);
     }
 
     #[test]
@@ -666,5 +670,59 @@ mod tests {
             );
         }
         assert_eq!(observed.view.throughput.len(), THROUGHPUT_SAMPLES_KEPT);
+    }
+
+    /// Every key of `json`, at any depth.
+    fn keys_of(json: &serde_json::Value) -> Vec<String> {
+        match json {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .flat_map(|(key, value)| std::iter::once(key.clone()).chain(keys_of(value)))
+                .collect(),
+            serde_json::Value::Array(items) => items.iter().flat_map(keys_of).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `/cluster/status` is public (CORS `*`): the next orders show without their ids or
+    /// customers, and no lease token shows at all.
+    #[test]
+    fn the_public_view_has_no_customer_data_and_no_lease_token() {
+        let mut observed = observed();
+        let waiting = pb::OrderState {
+            order: Some(pb::QueuedOrder {
+                order_id: "order-of-ada-0001".to_owned(),
+                customer: "Ada Lovelace".to_owned(),
+                items: vec![pb::QueueItem {
+                    title: "Emma".to_owned(),
+                    quantity: 2,
+                }],
+            }),
+            phase: pb::OrderPhase::Queued as i32,
+            priority: 2,
+            ..Default::default()
+        };
+        observed.record(
+            1_000,
+            answers([
+                Ok(status(1, "leader", 4, 10)),
+                Ok(status(2, "follower", 4, 10)),
+                Ok(status(3, "follower", 4, 10)),
+            ]),
+            Ok(pb::ListQueueResponse {
+                orders: vec![waiting],
+                depth: 1,
+            }),
+        );
+        let json = serde_json::to_value(&observed.view).expect("a JSON view");
+        let text = json.to_string();
+        assert!(!text.contains("Ada Lovelace"), "{text}");
+        assert!(!text.contains("order-of-ada-0001"), "{text}");
+        let keys = keys_of(&json);
+        assert!(
+            keys.iter().all(|key| !key.to_lowercase().contains("token")),
+            "{keys:?}"
+        );
+        assert_eq!(json["queue"]["next"][0]["books"], 2, "{text}");
     }
 }

@@ -4,8 +4,10 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use bookstore_common::http::HttpLimits;
+use bookstore_common::metrics::{self, MetricsListen};
 use clap::Parser;
 use queue_raft::client::{QueueClient, QueueNodes};
+use queue_raft::client_auth::QueueTokenSource;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -25,6 +27,14 @@ pub struct Config {
     /// Address to serve HTTP on; port 0 picks a free port (logged as `listening`).
     #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), or `off`: a port of its own,
+    /// never the public one, so that it is published only where asked.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_METRICS_LISTEN",
+        default_value = "0.0.0.0:8181"
+    )]
+    pub metrics_listen: MetricsListen,
     /// The fraud detection service.
     #[arg(
         long,
@@ -48,6 +58,9 @@ pub struct Config {
     pub suggestions_addr: String,
     #[command(flatten)]
     pub queue_nodes: QueueNodes,
+    /// The orchestrator role's queue token (enqueue, decide, read).
+    #[command(flatten)]
+    pub queue_token: QueueTokenSource,
     /// How long each backend call may take, in milliseconds, before the checkout gives up on it.
     #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 2000)]
     pub backend_timeout_ms: u64,
@@ -116,11 +129,12 @@ pub async fn run(
              digits is not told apart"
         );
     }
+    let token = config.queue_token.load()?;
     let state = AppState {
         backends: Backends::connect_lazy(&config).context("invalid backend address")?,
-        queue: QueueClient::new(config.queue_nodes.addrs.clone())
+        queue: QueueClient::new(config.queue_nodes.addrs.clone(), token.clone())
             .context("invalid queue address")?,
-        cluster: ClusterMonitor::new(config.queue_nodes.addrs.clone())
+        cluster: ClusterMonitor::new(config.queue_nodes.addrs.clone(), token)
             .context("invalid queue address")?,
         digester: RequestDigester::new(secret),
         checkout_timeout: config.checkout_timeout(),
@@ -135,12 +149,16 @@ pub async fn run(
         .local_addr()
         .context("listener has no local address")?;
     tracing::info!(service = "orchestrator", %addr, "listening");
-    bookstore_common::http::serve(listener, routes::app(state), config.http_limits(), shutdown)
-        .await;
+    let served = metrics::alongside(
+        config.metrics_listen,
+        bookstore_common::http::serve(listener, routes::app(state), config.http_limits(), shutdown),
+    )
+    .await;
     drop(stop_sampling);
     if let Err(error) = sampler.await {
         tracing::warn!(%error, "the cluster sampler failed");
     }
+    served.context("the metrics server failed")?;
     tracing::info!(service = "orchestrator", "stopped");
     Ok(())
 }

@@ -16,6 +16,8 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
+use queue_raft::client::ClientError;
+
 use crate::idempotency::{CheckoutKey, IDEMPOTENCY_KEY};
 
 /// How long a caller is asked to wait before retrying an unresolved checkout: about one queue
@@ -59,6 +61,32 @@ pub enum ApiError {
     /// Something this server should not have done: a bug, not the caller's doing.
     #[error("{0}")]
     Internal(String),
+}
+
+/// What a public answer says of a failed queue call: what went wrong, never where (the nodes'
+/// addresses, which the client's own error names, belong in logs only).
+pub fn queue_failure(error: &ClientError) -> String {
+    match error {
+        ClientError::Unreachable {
+            attempts, waited, ..
+        } => format!(
+            "the order queue did not answer ({attempts} attempts in {} ms)",
+            waited.as_millis()
+        ),
+        ClientError::InvalidArgument(reason) => {
+            format!("the order queue refused the request: {reason}")
+        }
+        ClientError::Unauthenticated(_) => {
+            "the order queue refused this orchestrator's credentials".to_owned()
+        }
+        ClientError::Rejected(status) => {
+            format!("the order queue refused the request ({:?})", status.code())
+        }
+        ClientError::InvalidAddress { .. } => {
+            "the order queue's address is misconfigured".to_owned()
+        }
+        ClientError::ShuttingDown => "the orchestrator is shutting down".to_owned(),
+    }
 }
 
 /// Why a checkout's outcome is unknown.

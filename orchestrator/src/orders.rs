@@ -24,10 +24,9 @@ pub struct OrderView {
     pub status: OrderProgress,
     /// The sum of the quantities; more books are executed first. None for a rejected order.
     pub priority: Option<u32>,
-    /// The executor executing the order, or whose execution of it counts.
+    /// The executor executing the order, or whose execution of it counts. (Never its lease
+    /// token, which proves the lease's holder to the cluster.)
     pub executor: Option<String>,
-    /// The executor's fencing token when it took the order.
-    pub lease_token: Option<u64>,
     pub enqueued_at: Option<String>,
     pub executed_at: Option<String>,
     pub items: Vec<OrderLine>,
@@ -59,7 +58,6 @@ impl OrderView {
                 status,
                 priority: None,
                 executor: None,
-                lease_token: None,
                 enqueued_at: None,
                 executed_at: None,
                 items: Vec::new(),
@@ -72,7 +70,6 @@ impl OrderView {
             status,
             priority: Some(state.priority),
             executor: assigned.then_some(state.executor_id),
-            lease_token: assigned.then_some(state.token),
             enqueued_at: rfc3339(state.enqueued_at_ms),
             executed_at: (status == OrderProgress::Executed)
                 .then(|| rfc3339(state.executed_at_ms))
@@ -130,10 +127,7 @@ mod tests {
     fn a_queued_order_has_no_executor_yet() {
         let view = OrderView::from_queue(state(OrderPhase::Queued)).expect("known phase");
         assert_eq!(view.status, OrderProgress::Queued);
-        assert_eq!(
-            (view.executor, view.lease_token, view.executed_at),
-            (None, None, None)
-        );
+        assert_eq!((view.executor, view.executed_at), (None, None));
         assert_eq!(
             view.enqueued_at.as_deref(),
             Some("2023-11-14T22:13:20.000Z")
@@ -151,7 +145,6 @@ mod tests {
     fn an_executed_order_says_by_whom_and_when() {
         let view = OrderView::from_queue(state(OrderPhase::Executed)).expect("known phase");
         assert_eq!(view.executor.as_deref(), Some("executor-2"));
-        assert_eq!(view.lease_token, Some(5));
         assert_eq!(
             view.executed_at.as_deref(),
             Some("2023-11-14T22:13:21.000Z")
@@ -196,5 +189,19 @@ mod tests {
         let json = serde_json::to_value(view).expect("serialise");
         assert_eq!(json["status"], "rejected");
         assert_eq!(json["executedAt"], serde_json::Value::Null);
+    }
+
+    /// The lease token proves who holds the executors' lease; a public page never shows it.
+    #[test]
+    fn the_view_never_carries_a_lease_token() {
+        for phase in [OrderPhase::Executing, OrderPhase::Executed] {
+            let view = OrderView::from_queue(state(phase)).expect("known phase");
+            let json = serde_json::to_value(&view).expect("a JSON view");
+            let keys: Vec<&String> = json.as_object().expect("an object").keys().collect();
+            assert!(
+                keys.iter().all(|key| !key.to_lowercase().contains("token")),
+                "{json}"
+            );
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The HTTP surface: [`app`] builds the router; each handler is named for its resource and verb.
 //!
 //! Every route runs under a request timeout, permissive CORS (the page may be served from
-//! elsewhere), request tracing and request metrics (served at `GET /metrics`). Bodies are read
+//! elsewhere), request tracing and request metrics (served on a port of their own, not here:
+//! see [`crate::config`]). What these routes answer is public: no customer data beyond the
+//! caller's own order, no lease token, no internal address (see [`crate::error::queue_failure`]). Bodies are read
 //! as bytes whatever their content type, since real pages post JSON as `text/plain`.
 //!
 //! A checkout runs under a budget of its own ([`AppState::checkout_timeout`], at most
@@ -121,7 +123,6 @@ pub fn app(state: AppState) -> Router {
         .route("/books", get(books_list))
         .route("/checkout", post(checkout_create))
         .route("/orders/{order_id}", get(order_show))
-        .merge(bookstore_common::metrics::routes())
         .fallback(route_missing)
         .method_not_allowed_fallback(method_missing)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -261,7 +262,8 @@ async fn checkout(
             ApiError::unresolved(
                 UnresolvedCause::Queue(format!(
                     "the order queue cannot say whether this Idempotency-Key was used before \
-                     ({error})"
+                     ({})",
+                    queue_failure(&error)
                 )),
                 key,
             )
@@ -298,7 +300,8 @@ async fn checkout(
         )),
         other => ApiError::unresolved(
             UnresolvedCause::Queue(format!(
-                "it was decided, but the order queue did not confirm the decision ({other})"
+                "it was decided, but the order queue did not confirm the decision ({})",
+                queue_failure(&other)
             )),
             key,
         ),
@@ -341,13 +344,20 @@ async fn order_show(
     }
     let found = state.queue.get_order(&order_id).await.map_err(|error| {
         ApiError::QueueUnavailable(format!(
-            "cannot read order {order_id} from the order queue: {error}"
+            "cannot read order {order_id} from the order queue: {}",
+            queue_failure(&error)
         ))
     })?;
     found
         .and_then(OrderView::from_queue)
         .map(Json)
         .ok_or_else(|| ApiError::OrderNotFound(format!("no order {order_id}")))
+}
+
+/// [`crate::error::queue_failure`] for an answer, the whole error (addresses included) logged.
+fn queue_failure(error: &ClientError) -> String {
+    tracing::warn!(%error, "an order queue call failed");
+    crate::error::queue_failure(error)
 }
 
 async fn route_missing(uri: Uri) -> ApiError {
@@ -367,8 +377,14 @@ mod tests {
     use clap::Parser;
     use tower::ServiceExt;
 
+    use queue_raft::client_auth::QueueToken;
+
     use super::*;
     use crate::{Config, error::ErrorBody};
+
+    fn token() -> QueueToken {
+        QueueToken::load(None, Some("a-token-for-the-route-tests".into())).expect("a valid token")
+    }
 
     /// A router whose backends listen nowhere: enough for everything decided before they are asked.
     fn app_without_backends() -> Router {
@@ -381,8 +397,9 @@ mod tests {
         ]);
         app(AppState {
             backends: Backends::connect_lazy(&config).expect("valid addresses"),
-            queue: QueueClient::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
-            cluster: ClusterMonitor::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
+            queue: QueueClient::new(vec!["127.0.0.1:1".into()], token()).expect("valid address"),
+            cluster: ClusterMonitor::new(vec!["127.0.0.1:1".into()], token())
+                .expect("valid address"),
             digester: RequestDigester::new(None),
             checkout_timeout: MAX_CHECKOUT_TIMEOUT,
         })
@@ -565,5 +582,42 @@ mod tests {
             .await
             .expect("router never fails");
         assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+
+    /// The public port serves no metrics: they go on a port of their own.
+    #[tokio::test]
+    async fn metrics_are_not_served_on_the_public_port() {
+        let (status, _) = send(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    /// A 503 says which service failed, never where it runs.
+    #[tokio::test]
+    async fn a_503_carries_no_internal_address() {
+        let (status, error) = error_of(
+            Request::get("/orders/5f0c6a8e-3d1b-4c55-9a59-0d7e2b9b1c11")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            !error.error.message.contains("127.0.0.1"),
+            "{}",
+            error.error.message
+        );
+        let body = r#"{"user":{},"creditCard":{},"items":[{"name":"The Hobbit","quantity":1}]}"#;
+        let (status, error) = error_of(checkout(body)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            !error.error.message.contains("127.0.0.1"),
+            "{}",
+            error.error.message
+        );
     }
 }

@@ -747,7 +747,6 @@
     } else if (status === "executing") {
       var executing = "Executing";
       if (order.executor) executing += " on " + str(order.executor);
-      if (isCount(order.leaseToken)) executing += " (lease token " + order.leaseToken + ")";
       line.push(executing);
     } else if (status === "executed") {
       var executed = "Executed";

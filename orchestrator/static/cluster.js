@@ -22,8 +22,9 @@
     return new Date(thenMs).toLocaleTimeString();
   }
 
-  function nodeName(node) {
-    return node.nodeId ? "node " + node.nodeId : node.addr;
+  // Nodes are named by id only: the page is public, and addresses are internal.
+  function nodeName(node, index) {
+    return node.nodeId ? "node " + node.nodeId : "node ? (" + (index + 1) + " of those configured)";
   }
 
   // ------------------------------------------------------------------ nodes
@@ -32,24 +33,23 @@
     var grid = $("nodes");
     clear(grid);
     var now = view.sampledAtMs || Date.now();
-    view.nodes.forEach(function (node) {
+    view.nodes.forEach(function (node, index) {
       var status = node.status;
       var role = status ? status.role : "down";
       var card = el("article", "node-card");
-      card.id = "node-" + (node.nodeId || node.addr);
+      card.id = "node-" + (node.nodeId || "unknown-" + index);
       card.dataset.nodeId = node.nodeId || "";
       card.dataset.state = node.up ? "up" : "down";
       card.dataset.role = role;
       card.dataset.term = status ? status.term : "";
 
       var head = el("div", "node-head");
-      head.appendChild(el("h3", "node-name", nodeName(node)));
+      head.appendChild(el("h3", "node-name", nodeName(node, index)));
       var badges = el("div");
       if (role === "leader") badges.appendChild(el("span", "badge leader", "leader"));
       badges.appendChild(el("span", "badge " + (node.up ? "up" : "down"), node.up ? "up" : "down"));
       head.appendChild(badges);
       card.appendChild(head);
-      card.appendChild(el("p", "node-addr", node.addr));
 
       var facts = el("dl");
       if (status) {
@@ -89,11 +89,11 @@
     queue.next.forEach(function (order) {
       var item = el("li");
       item.appendChild(el("strong", null, order.books + (order.books === 1 ? " book" : " books")));
-      item.appendChild(document.createTextNode(" · " + order.customer + " "));
+      item.appendChild(document.createTextNode(" · priority " + order.priority + " · waiting since " +
+        new Date(order.enqueuedAtMs).toLocaleTimeString() + " "));
       if (order.phase === "executing") {
-        item.appendChild(el("span", "executing", "executing on " + (order.executor || "?") + " "));
+        item.appendChild(el("span", "executing", "executing on " + (order.executor || "?")));
       }
-      item.appendChild(el("span", "order-id", order.orderId.slice(0, 8)));
       list.appendChild(item);
     });
     $("queue-empty").hidden = !!queue.error || queue.next.length > 0;
@@ -104,17 +104,13 @@
   function renderLease(lease, now) {
     if (!lease) {
       $("lease-holder").textContent = "unknown (no node answers)";
-      $("lease-token").textContent = "–";
       $("lease-expiry").textContent = "–";
       return;
     }
     $("lease-holder").textContent = lease.holder || "free";
     if (!lease.holder) {
-      // A free lease has no token; the last one granted is in the election history.
-      $("lease-token").textContent = "–";
       $("lease-expiry").textContent = "–";
     } else {
-      $("lease-token").textContent = lease.token;
       var left = (lease.expiresAtMs - now) / 1000;
       $("lease-expiry").textContent = left >= 0 ? "in " + left.toFixed(1) + " s" : "expired " + (-left).toFixed(1) + " s ago";
     }
@@ -168,7 +164,7 @@
       return "term " + e.term + ": node " + e.leaderId;
     }, now);
     renderHistory("executor-elections", view.executorElections, function (e) {
-      return "token " + e.token + ": " + e.holder;
+      return e.holder + " (run " + e.incarnation + ")";
     }, now);
     renderThroughput(view.throughput);
     var connection = $("connection");

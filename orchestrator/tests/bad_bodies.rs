@@ -17,9 +17,13 @@ use orchestrator::idempotency::RequestDigester;
 use orchestrator::routes::{AppState, MAX_CHECKOUT_TIMEOUT, app};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
-use queue_raft::QueueClient;
+use queue_raft::{QueueClient, QueueToken};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+fn token() -> QueueToken {
+    QueueToken::load(None, Some("a-token-for-the-body-tests".into())).expect("a valid token")
+}
 
 fn app_without_backends() -> Router {
     let config = Config::parse_from([
@@ -31,8 +35,8 @@ fn app_without_backends() -> Router {
     ]);
     app(AppState {
         backends: Backends::connect_lazy(&config).expect("valid addresses"),
-        queue: QueueClient::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
-        cluster: ClusterMonitor::new(vec!["127.0.0.1:1".into()]).expect("valid address"),
+        queue: QueueClient::new(vec!["127.0.0.1:1".into()], token()).expect("valid address"),
+        cluster: ClusterMonitor::new(vec!["127.0.0.1:1".into()], token()).expect("valid address"),
         digester: RequestDigester::new(None),
         checkout_timeout: MAX_CHECKOUT_TIMEOUT,
     })

@@ -92,6 +92,7 @@ async fn the_page_shows_a_killed_leader_down_and_the_next_leader() {
     let system = System::start_in_front_of(
         None,
         &cluster.addrs(),
+        &cluster.tokens_dir(),
         Options {
             executors: 2,
             fraud_detection_args: vec!["--velocity-max-orders=100000".into()],

@@ -206,11 +206,14 @@ async fn garbage_to_every_port_breaks_nothing() {
 
 /// Every listening port of the system.
 fn every_port(system: &mut System) -> Vec<Port> {
-    let mut ports = vec![Port::http(
-        "orchestrator",
-        system.orchestrator.addr,
-        "/checkout",
-    )];
+    let mut ports = vec![
+        Port::http("orchestrator", system.orchestrator.addr, "/checkout"),
+        Port::http(
+            "orchestrator metrics",
+            addr_of_url(&system.orchestrator.metrics_url()),
+            "/metrics",
+        ),
+    ];
     let backends = [
         (
             &system.fraud_detection,

@@ -1,4 +1,4 @@
-//! `/metrics` of the orchestrator (on its HTTP port) and of the three backends (on their
+//! `/metrics` of the orchestrator (on its metrics port, never the public one) and of the three backends (on their
 //! metrics ports) after an approved and a rejected checkout: requests by route and status,
 //! decisions with their reasons, backend call and enqueue latencies, and each backend's gRPC
 //! calls and decisions.
@@ -32,7 +32,7 @@ async fn the_orchestrator_and_the_backends_count_checkouts_and_decisions() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(rejected["status"], "Order Rejected", "{rejected}");
 
-    let text = scrape(&system.url("/metrics")).await;
+    let text = scrape(&system.orchestrator.metrics_url()).await;
     let value = |series: &str| metric_value(&text, series);
     assert_eq!(
         value(r#"bookstore_http_requests_total{route="/checkout",method="POST",status="200"}"#),

@@ -129,7 +129,7 @@ async fn checkouts_go_on_while_the_queue_leader_is_killed() {
         fraud_detection_args: vec!["--velocity-max-orders=100000".into()],
         ..Options::default()
     };
-    let system = System::start_in_front_of(None, &cluster.addrs(), options);
+    let system = System::start_in_front_of(None, &cluster.addrs(), &cluster.tokens_dir(), options);
 
     let mut approved = Vec::new();
     for n in 0..40 {

@@ -1,7 +1,7 @@
 //! The cluster's shared secret: what a caller must present for the Raft RPCs and the membership
 //! changes (`AddNode`, `RemoveNode`), so that a process without it, or with another cluster's,
-//! can neither join nor disturb the cluster. The other client calls (enqueue, lease, dequeue,
-//! status) stay open: they are what the orchestrator and the executors use.
+//! can neither join nor disturb the cluster. The other client calls are guarded by the clients'
+//! own tokens ([`crate::client_auth`]), never by this secret.
 //!
 //! The secret comes from a file (`--cluster-secret-file`, env `QUEUE_CLUSTER_SECRET_FILE`) or
 //! from env `QUEUE_CLUSTER_SECRET`, never from a flag (a flag shows in `ps`). It travels in the
@@ -118,31 +118,12 @@ impl ClusterSecret {
     /// Checks `raw` (trailing whitespace, the file's newline, ignored); `origin` says where it
     /// came from in an error.
     fn parse(raw: &[u8], origin: String) -> Result<Self, SecretError> {
-        let secret = raw.trim_ascii_end();
-        if secret.is_empty() {
-            return Err(SecretError::Empty { origin });
-        }
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(SecretError::TooShort {
-                origin,
-                length: secret.len(),
-            });
-        }
-        if let Some(position) = secret
-            .iter()
-            .position(|byte| !(byte.is_ascii_graphic() || *byte == b' '))
-        {
-            return Err(SecretError::NotPrintable { origin, position });
-        }
-        // Printable ASCII always makes a metadata value; this refusal only backs the check above.
-        let value = MetadataValue::try_from(secret).map_err(|_| SecretError::NotPrintable {
-            origin,
-            position: 0,
+        let (value, digest) = usable_secret(raw).map_err(|problem| match problem {
+            Unusable::Empty => SecretError::Empty { origin },
+            Unusable::TooShort { length } => SecretError::TooShort { origin, length },
+            Unusable::NotPrintable { position } => SecretError::NotPrintable { origin, position },
         })?;
-        Ok(Self {
-            value,
-            digest: digest_of(secret),
-        })
+        Ok(Self { value, digest })
     }
 
     /// Whether `presented` is this secret, in time that depends on neither.
@@ -184,8 +165,47 @@ impl Interceptor for ClusterSecret {
     }
 }
 
-fn digest_of(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn digest_of(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// What makes a would-be secret unusable; the caller says where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unusable {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is too short: {length} bytes, at least {MIN_SECRET_BYTES} needed")]
+    TooShort { length: usize },
+    #[error(
+        "it has a byte at position {position} that cannot travel in gRPC metadata: use printable \
+         ASCII, such as base64"
+    )]
+    NotPrintable { position: usize },
+}
+
+/// `raw` less trailing whitespace (a file's newline), checked to be a usable shared secret (at
+/// least [`MIN_SECRET_BYTES`] of printable ASCII), as a metadata value and its SHA-256 digest.
+/// The one check of the cluster secret and of the queue's client tokens.
+pub(crate) fn usable_secret(raw: &[u8]) -> Result<(MetadataValue<Ascii>, [u8; 32]), Unusable> {
+    let secret = raw.trim_ascii_end();
+    if secret.is_empty() {
+        return Err(Unusable::Empty);
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(Unusable::TooShort {
+            length: secret.len(),
+        });
+    }
+    if let Some(position) = secret
+        .iter()
+        .position(|byte| !(byte.is_ascii_graphic() || *byte == b' '))
+    {
+        return Err(Unusable::NotPrintable { position });
+    }
+    // Printable ASCII always makes a metadata value; this refusal only backs the check above.
+    let value =
+        MetadataValue::try_from(secret).map_err(|_| Unusable::NotPrintable { position: 0 })?;
+    Ok((value, digest_of(secret)))
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@
 //! than that alone is refused at once, without a call ([`ClientError::InvalidArgument`]), and
 //! one the server refuses (over its bound of an order) is refused alone, its batch served.
 //!
+//! Every call presents the client's queue token ([`crate::client_auth`]), which says the caller's
+//! role to the nodes; a call the cluster refuses for it ([`ClientError::Unauthenticated`], or
+//! `PERMISSION_DENIED` as [`ClientError::Rejected`]) is final, never retried.
+//!
 //! Every constructor and call needs a Tokio runtime: the channels run their connections on it,
 //! and the enqueue batching runs as a task on it.
 
@@ -37,11 +41,13 @@ use bookstore_proto as pb;
 use bookstore_proto::order_queue_client::OrderQueueClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::auth::ClusterSecret;
 use crate::batching::{self, BatchBounds};
+use crate::client_auth::QueueToken;
 use crate::service::{LEADER_ADDR_METADATA_KEY, MAX_ORDERS_PER_BATCH, MAX_REQUEST_BYTES};
 use crate::state_machine::Holder;
 
@@ -63,6 +69,9 @@ const CALL_BOUNDS: BatchBounds = BatchBounds {
 };
 /// Writes waiting for a call; a caller beyond this waits to hand its write over.
 const WAITING_ENQUEUES: usize = 4 * MAX_ORDERS_PER_CALL;
+
+/// A client of one node's `OrderQueue` that presents a queue token with every call.
+pub type TokenClient = OrderQueueClient<InterceptedService<Channel, QueueToken>>;
 
 /// The `--queue-nodes` flag (env `QUEUE_NODES`) of every program that talks to the queue.
 #[derive(Debug, Clone, clap::Args)]
@@ -125,7 +134,8 @@ pub enum ClientError {
     /// The cluster refused the request as malformed (the message names the field).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The cluster refused a membership change: the cluster secret given was missing or wrong.
+    /// The cluster refused the caller: its queue token, or for a membership change the cluster
+    /// secret, was missing or wrong.
     #[error("the queue refused the request: {0}")]
     Unauthenticated(String),
     /// Any other refusal from the cluster.
@@ -142,7 +152,7 @@ struct NodeHandle {
     /// `host:port`, as nodes name each other in leader hints.
     addr: String,
     /// Cloned for each call; every clone uses the node's one channel.
-    client: OrderQueueClient<Channel>,
+    client: TokenClient,
 }
 
 /// What the client shares between clones.
@@ -155,6 +165,8 @@ struct Shared {
     /// node gets its turn.
     cursor: AtomicUsize,
     options: ClientOptions,
+    /// Presented with every call, also on the channels made for one status call.
+    token: QueueToken,
 }
 
 const NO_LEADER: usize = usize::MAX;
@@ -246,17 +258,34 @@ fn channel_to(addr: &str, options: &ClientOptions) -> Result<Channel, ClientErro
         .connect_lazy())
 }
 
-fn order_queue_client(channel: Channel) -> OrderQueueClient<Channel> {
-    OrderQueueClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+fn order_queue_client(channel: Channel, token: &QueueToken) -> TokenClient {
+    OrderQueueClient::with_interceptor(channel, token.clone())
+        .max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
+/// A client of the one node at `addr` (`host:port` or `http://host:port`), presenting `token`
+/// and following no leader, with the default options' connect timeout; it connects on its
+/// first call.
+pub fn node_client(addr: &str, token: &QueueToken) -> Result<TokenClient, ClientError> {
+    let addr = normalize_addr(addr)?;
+    Ok(order_queue_client(
+        channel_to(&addr, &ClientOptions::default())?,
+        token,
+    ))
 }
 
 impl QueueClient {
-    /// A client of the cluster whose nodes are at `addrs`, with default options.
-    pub fn new(addrs: Vec<String>) -> Result<Self, ClientError> {
-        Self::with_options(addrs, ClientOptions::default())
+    /// A client of the cluster whose nodes are at `addrs`, presenting `token`, with default
+    /// options.
+    pub fn new(addrs: Vec<String>, token: QueueToken) -> Result<Self, ClientError> {
+        Self::with_options(addrs, token, ClientOptions::default())
     }
 
-    pub fn with_options(addrs: Vec<String>, options: ClientOptions) -> Result<Self, ClientError> {
+    pub fn with_options(
+        addrs: Vec<String>,
+        token: QueueToken,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::InvalidAddress {
                 addr: String::new(),
@@ -267,7 +296,7 @@ impl QueueClient {
             .iter()
             .map(|addr| {
                 let addr = normalize_addr(addr)?;
-                let client = order_queue_client(channel_to(&addr, &options)?);
+                let client = order_queue_client(channel_to(&addr, &options)?, &token);
                 Ok(NodeHandle { addr, client })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
@@ -276,6 +305,7 @@ impl QueueClient {
             leader: AtomicUsize::new(NO_LEADER),
             cursor: AtomicUsize::new(0),
             options,
+            token,
         });
         let (enqueues, waiting) = mpsc::channel(WAITING_ENQUEUES);
         let batcher = Arc::clone(&shared);
@@ -305,6 +335,11 @@ impl QueueClient {
     /// The node addresses, as `host:port`, in the order given.
     pub fn addrs(&self) -> impl Iterator<Item = &str> {
         self.shared.nodes.iter().map(|node| node.addr.as_str())
+    }
+
+    /// The token this client presents, for a caller that opens a channel of its own.
+    pub fn token(&self) -> &QueueToken {
+        &self.shared.token
     }
 
     /// The address of the node that last served a call as leader, if any.
@@ -554,7 +589,7 @@ impl QueueClient {
         let options = &self.shared.options;
         let mut client = match self.shared.nodes.iter().find(|node| node.addr == addr) {
             Some(node) => node.client.clone(),
-            None => order_queue_client(channel_to(&addr, options)?),
+            None => order_queue_client(channel_to(&addr, options)?, &self.shared.token),
         };
         let started = Instant::now();
         let unreachable = |last_error: String| ClientError::Unreachable {
@@ -701,7 +736,7 @@ impl Shared {
     /// answered, refused, or the deadline passes.
     async fn call<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
     where
-        F: Fn(OrderQueueClient<Channel>) -> Fut,
+        F: Fn(TokenClient) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let options = &self.options;
@@ -905,7 +940,11 @@ mod tests {
     #[tokio::test]
     async fn an_empty_address_list_is_refused() {
         assert!(matches!(
-            QueueClient::new(Vec::new()),
+            QueueClient::new(
+                Vec::new(),
+                QueueToken::load(None, Some("a-token-for-the-client-tests".into()))
+                    .expect("a valid token")
+            ),
             Err(ClientError::InvalidAddress { .. })
         ));
     }

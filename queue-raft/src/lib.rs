@@ -17,6 +17,9 @@
 //! - [`error`]: what can go wrong opening the stores.
 //! - [`auth`]: the cluster's shared secret, required by the Raft RPCs and membership changes,
 //!   loaded from a file or the environment and compared in constant time.
+//! - [`client_auth`]: the client API's roles (orchestrator, executor, admin), each with a token
+//!   of its own that the nodes read from a file: who may make which call, and who sees lease
+//!   tokens.
 //! - [`network`]: outbound Raft RPCs to the peers over gRPC (`RaftTransport`).
 //! - [`raft_service`]: inbound Raft RPCs, handed to openraft.
 //! - [`batching`]: group commit, the one batching loop of the crate.
@@ -57,6 +60,7 @@
 pub mod auth;
 pub mod batching;
 pub mod client;
+pub mod client_auth;
 pub mod clock;
 pub mod codec;
 pub mod error;
@@ -75,6 +79,7 @@ use std::io::Cursor;
 
 pub use auth::{ClusterSecret, ClusterSecretSource, SecretError};
 pub use client::{ClientError, ClientOptions, QueueClient, QueueNodes};
+pub use client_auth::{ClientRoles, ClientTokenFiles, QueueToken, QueueTokenSource, Role};
 pub use error::StoreOpenError;
 pub use log_store::LogStore;
 pub use node::{NodeConfig, NodeError};

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 
 use crate::auth::ClusterSecret;
+use crate::client_auth::ClientRoles;
 use crate::clock::NodeClock;
 use crate::metrics;
 use crate::network::GrpcNetworkFactory;
@@ -70,6 +71,8 @@ pub struct NodeConfig {
     pub join: bool,
     /// What every Raft RPC and membership change must present, to this node and to its peers.
     pub secret: ClusterSecret,
+    /// The client tokens, one per role, that every other client call must present.
+    pub clients: ClientRoles,
     /// A fault-injection hook: a file holding an offset for this node's wall clock (see
     /// [`crate::clock`]). `None` in normal use.
     pub clock_offset_file: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl NodeConfig {
         peers: BTreeMap<NodeId, String>,
         data_dir: impl Into<PathBuf>,
         secret: ClusterSecret,
+        clients: ClientRoles,
     ) -> Self {
         Self {
             id,
@@ -96,6 +100,7 @@ impl NodeConfig {
             logs_to_keep: DEFAULT_LOGS_TO_KEEP,
             join: false,
             secret,
+            clients,
             clock_offset_file: None,
         }
     }
@@ -224,6 +229,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         raft.clone(),
         state_machine,
         config.secret.clone(),
+        config.clients.clone(),
         NodeClock::new(config.clock_offset_file.clone()),
     );
     let routes = Routes::new(client_api.into_server()).add_service(

@@ -13,8 +13,10 @@
 //! can rely on it.
 //!
 //! `AddNode` and `RemoveNode` change who is in the cluster, so they require the cluster secret
-//! ([`crate::auth`]) and are refused `UNAUTHENTICATED` without it; the other calls stay open to
-//! the orchestrator and the executors.
+//! ([`crate::auth`]) and are refused `UNAUTHENTICATED` without it. Every other call requires a
+//! client token whose role may make it ([`crate::client_auth`]): `UNAUTHENTICATED` without a
+//! known token, `PERMISSION_DENIED` for a role that may not. Answers to a role that may not see
+//! lease tokens carry 0 in their place ([`ShowsLeaseTokens`]).
 //!
 //! The protobuf conversions sit at the bottom, one per `From`/`TryFrom`.
 
@@ -29,6 +31,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::ClusterSecret;
+use crate::client_auth::{Call, ClientRoles, Role};
 use crate::clock::NodeClock;
 use crate::proposer::{Committed, Proposer, WriteError};
 use crate::state_machine::{
@@ -234,17 +237,21 @@ pub struct OrderQueueService {
     state: StateMachineStore,
     /// Required by the membership changes.
     secret: ClusterSecret,
+    /// The clients' tokens, required by every other call.
+    clients: ClientRoles,
     /// The node's one clock, read for every command's stamp and the lease's remaining time.
     clock: NodeClock,
 }
 
 impl OrderQueueService {
     /// A service for `raft`, with a [`Proposer`] of its own (started on the current runtime);
-    /// membership changes require `secret`; commands are stamped from `clock`.
+    /// membership changes require `secret`, the other calls a token of `clients`; commands are
+    /// stamped from `clock`.
     pub fn new(
         raft: Raft<TypeConfig>,
         state: StateMachineStore,
         secret: ClusterSecret,
+        clients: ClientRoles,
         clock: NodeClock,
     ) -> Self {
         let proposer = Proposer::start(raft.clone());
@@ -253,6 +260,7 @@ impl OrderQueueService {
             proposer,
             state,
             secret,
+            clients,
             clock,
         }
     }
@@ -1051,30 +1059,109 @@ fn phase_name(status: &OrderStatus) -> &'static str {
     }
 }
 
+/// An answer that may carry lease tokens: the lease's own, or the tokens an order was executed
+/// and acknowledged under. A role that may not see them gets 0 in their place.
+trait ShowsLeaseTokens {
+    fn hide_lease_tokens(&mut self);
+}
+
+/// `answer` as `role` may see it.
+fn shown_to<T: ShowsLeaseTokens>(role: Role, mut answer: T) -> T {
+    if !role.sees_lease_tokens() {
+        answer.hide_lease_tokens();
+    }
+    answer
+}
+
+impl ShowsLeaseTokens for pb::OrderState {
+    fn hide_lease_tokens(&mut self) {
+        self.token = 0;
+        self.acknowledged_token = 0;
+        if let Some(execution) = self.execution.as_mut() {
+            execution.token = 0;
+        }
+    }
+}
+
+impl<T: ShowsLeaseTokens> ShowsLeaseTokens for Option<T> {
+    fn hide_lease_tokens(&mut self) {
+        if let Some(inner) = self {
+            inner.hide_lease_tokens();
+        }
+    }
+}
+
+impl ShowsLeaseTokens for pb::EnqueueResponse {
+    fn hide_lease_tokens(&mut self) {
+        self.state.hide_lease_tokens();
+    }
+}
+
+impl ShowsLeaseTokens for pb::EnqueueBatchResponse {
+    fn hide_lease_tokens(&mut self) {
+        for result in &mut self.results {
+            if let Some(pb::enqueue_result::Outcome::Enqueued(answer)) = &mut result.outcome {
+                answer.hide_lease_tokens();
+            }
+        }
+    }
+}
+
+impl ShowsLeaseTokens for pb::DecideResponse {
+    fn hide_lease_tokens(&mut self) {
+        for result in &mut self.results {
+            if let Some(pb::decide_result::Outcome::Decided(decided)) = &mut result.outcome {
+                decided.state.hide_lease_tokens();
+            }
+        }
+    }
+}
+
+impl ShowsLeaseTokens for pb::GetOrderResponse {
+    fn hide_lease_tokens(&mut self) {
+        self.state.hide_lease_tokens();
+    }
+}
+
+impl ShowsLeaseTokens for pb::ListQueueResponse {
+    fn hide_lease_tokens(&mut self) {
+        for state in &mut self.orders {
+            state.hide_lease_tokens();
+        }
+    }
+}
+
+impl ShowsLeaseTokens for pb::ClusterStatusResponse {
+    fn hide_lease_tokens(&mut self) {
+        self.lease_token = 0;
+    }
+}
+
 #[tonic::async_trait]
 impl OrderQueue for OrderQueueService {
     async fn enqueue(
         &self,
         request: Request<pb::EnqueueRequest>,
     ) -> Result<Response<pb::EnqueueResponse>, Status> {
-        Ok(Response::new(
-            self.enqueue_order(request.into_inner()).await?,
-        ))
+        let role = self.clients.authorize(&request, Call::Enqueue)?;
+        let answer = self.enqueue_order(request.into_inner()).await?;
+        Ok(Response::new(shown_to(role, answer)))
     }
 
     async fn enqueue_batch(
         &self,
         request: Request<pb::EnqueueBatchRequest>,
     ) -> Result<Response<pb::EnqueueBatchResponse>, Status> {
-        Ok(Response::new(
-            self.enqueue_batch_of_orders(request.into_inner()).await?,
-        ))
+        let role = self.clients.authorize(&request, Call::EnqueueBatch)?;
+        let answer = self.enqueue_batch_of_orders(request.into_inner()).await?;
+        Ok(Response::new(shown_to(role, answer)))
     }
 
     async fn campaign(
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        self.clients.authorize(&request, Call::Campaign)?;
         Ok(Response::new(
             self.campaign_for_lease(request.into_inner()).await?,
         ))
@@ -1084,6 +1171,7 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        self.clients.authorize(&request, Call::RenewLease)?;
         Ok(Response::new(self.renew(request.into_inner()).await?))
     }
 
@@ -1091,6 +1179,7 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        self.clients.authorize(&request, Call::Resign)?;
         Ok(Response::new(
             self.resign_lease(request.into_inner()).await?,
         ))
@@ -1100,15 +1189,16 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::DecideResponse>, Status> {
-        Ok(Response::new(
-            self.decide_checkouts(request.into_inner()).await?,
-        ))
+        let role = self.clients.authorize(&request, Call::Decide)?;
+        let answer = self.decide_checkouts(request.into_inner()).await?;
+        Ok(Response::new(shown_to(role, answer)))
     }
 
     async fn record_execution(
         &self,
         request: Request<pb::RecordExecutionRequest>,
     ) -> Result<Response<pb::RecordExecutionResponse>, Status> {
+        self.clients.authorize(&request, Call::RecordExecution)?;
         Ok(Response::new(
             self.record_order_execution(request.into_inner()).await?,
         ))
@@ -1118,6 +1208,7 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::DequeueRequest>,
     ) -> Result<Response<pb::DequeueResponse>, Status> {
+        self.clients.authorize(&request, Call::Dequeue)?;
         Ok(Response::new(
             self.dequeue_order(request.into_inner()).await?,
         ))
@@ -1127,6 +1218,7 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        self.clients.authorize(&request, Call::Acknowledge)?;
         Ok(Response::new(
             self.acknowledge_order(request.into_inner()).await?,
         ))
@@ -1136,14 +1228,18 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        Ok(Response::new(self.find_order(request.into_inner()).await?))
+        let role = self.clients.authorize(&request, Call::GetOrder)?;
+        let answer = self.find_order(request.into_inner()).await?;
+        Ok(Response::new(shown_to(role, answer)))
     }
 
     async fn list_queue(
         &self,
         request: Request<pb::ListQueueRequest>,
     ) -> Result<Response<pb::ListQueueResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let role = self.clients.authorize(&request, Call::ListQueue)?;
+        let answer = self.list(request.into_inner()).await?;
+        Ok(Response::new(shown_to(role, answer)))
     }
 
     async fn add_node(
@@ -1168,6 +1264,7 @@ impl OrderQueue for OrderQueueService {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let role = self.clients.authorize(&request, Call::ClusterStatus)?;
         let request = request.into_inner();
         let leads = self.raft.metrics().borrow().state.is_leader();
         if request.confirm_leadership && leads {
@@ -1180,7 +1277,7 @@ impl OrderQueue for OrderQueueService {
         if request.with_state_digest {
             status.state_digest = self.state.read_queue(state_digest).await;
         }
-        Ok(Response::new(status))
+        Ok(Response::new(shown_to(role, status)))
     }
 }
 

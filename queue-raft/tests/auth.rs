@@ -165,11 +165,11 @@ async fn membership_changes_without_the_cluster_secret_are_refused() {
         NODE_IDS.len(),
         "not even a learner was added"
     );
-    // The calls that stay open still work, secret or not.
+    // The client calls need a queue token, not the secret.
     client
         .enqueue(order("open-1", 1))
         .await
-        .expect("enqueue needs no secret");
+        .expect("enqueue needs a queue token, no secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,13 +252,16 @@ async fn a_node_with_another_secret_cannot_disturb_the_cluster() {
 }
 
 /// Runs `queue-node` for node 1 with `args` and no secret in its environment; it must fail
-/// before it binds or opens anything.
+/// before it binds or opens anything. Its client token files are named, so that only the
+/// secret is wanting (it is read first).
 fn queue_node(args: &[&str], data_dir: &Path) -> Output {
+    let token = |role: &str| format!("--{role}-token-file={}", data_dir.join(role).display());
     std::process::Command::new(env!("CARGO_BIN_EXE_queue-node"))
         .env_remove("QUEUE_CLUSTER_SECRET")
         .env_remove("QUEUE_CLUSTER_SECRET_FILE")
         .env("RUST_BACKTRACE", "0")
         .args(["--id=1", "--peers=1=127.0.0.1:1", "--listen=127.0.0.1:0"])
+        .args([token("orchestrator"), token("executor"), token("admin")])
         .arg(format!("--data-dir={}", data_dir.display()))
         .args(args)
         .output()

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use bookstore_proto as pb;
 use bookstore_proto::enqueue_result::Outcome::{Enqueued, Invalid};
-use bookstore_proto::order_queue_client::OrderQueueClient;
 use bookstore_proto::raft_transport_client::RaftTransportClient;
-use common::cluster::{Cluster, NODE_IDS, order, wait_for};
+use common::cluster::{Cluster, NODE_IDS, connect_as, order, wait_for};
 use queue_raft::service::{LEADER_ADDR_METADATA_KEY, LEADER_ID_METADATA_KEY};
-use queue_raft::{ClientError, ClientOptions, Holder, QueueClient};
+use queue_raft::{ClientError, ClientOptions, Holder, QueueClient, Role};
 use tokio::time::Instant;
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -215,9 +214,7 @@ async fn a_follower_names_the_leader_and_the_client_follows() {
     let leader = cluster.wait_for_leader(ELECTION).await;
     let follower = other_than(&[leader]);
 
-    let mut direct = OrderQueueClient::connect(format!("http://{}", cluster.addr(follower)))
-        .await
-        .expect("connect to the follower");
+    let mut direct = cluster.node_client(follower).await;
     let refused = direct
         .enqueue(pb::EnqueueRequest {
             order: Some(order("order-1", 1)),
@@ -276,7 +273,7 @@ async fn a_follower_names_the_leader_and_the_client_follows() {
             .into_iter()
             .filter(|addr| *addr != follower_addr),
     );
-    let client = QueueClient::new(addrs).expect("client");
+    let client = QueueClient::new(addrs, cluster.token(Role::Admin)).expect("client");
     let answer = client
         .enqueue(order("order-1", 2))
         .await
@@ -314,9 +311,7 @@ async fn a_follower_names_the_leader_and_the_client_follows() {
 async fn a_batch_answers_each_order_on_its_own() {
     let cluster = Cluster::start(&[]).await;
     let leader = cluster.wait_for_leader(ELECTION).await;
-    let mut direct = OrderQueueClient::connect(format!("http://{}", cluster.addr(leader)))
-        .await
-        .expect("connect to the leader");
+    let mut direct = cluster.node_client(leader).await;
     let batch = pb::EnqueueBatchRequest {
         orders: vec![
             order("batch-1", 2),
@@ -622,11 +617,12 @@ async fn without_a_quorum_calls_fail_in_bounded_time() {
 async fn a_leader_confirms_its_status_only_with_a_majority() {
     let mut cluster = Cluster::start(&[]).await;
     let leader = cluster.wait_for_leader(ELECTION).await;
-    let addr = format!("http://{}", cluster.addr(leader));
+    let addr = cluster.addr(leader);
+    let token = cluster.token(Role::Admin);
     let ask = |confirm_leadership: bool| {
-        let addr = addr.clone();
+        let (addr, token) = (addr.clone(), token.clone());
         async move {
-            let mut client = OrderQueueClient::connect(addr).await.expect("connect");
+            let mut client = connect_as(&addr, token);
             let mut request = tonic::Request::new(pb::ClusterStatusRequest {
                 confirm_leadership,
                 ..Default::default()

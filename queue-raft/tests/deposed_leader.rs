@@ -9,9 +9,8 @@ mod common;
 use std::time::Duration;
 
 use bookstore_proto as pb;
-use bookstore_proto::order_queue_client::OrderQueueClient;
-use common::cluster::{Cluster, NODE_IDS, order, wait_for};
-use queue_raft::{NodeId, QueueClient};
+use common::cluster::{Cluster, NODE_IDS, connect_as, order, wait_for};
+use queue_raft::{NodeId, QueueClient, QueueToken, Role};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -26,15 +25,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--snapshot-logs=20`, each purging the log behind it (`--logs-to-keep=0`).
 const WRITES_WHILE_AWAY: u32 = 100;
 
-async fn order_queue_client(addr: &str) -> OrderQueueClient<tonic::transport::Channel> {
-    OrderQueueClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap_or_else(|error| panic!("connect to {addr}: {error}"))
-}
-
-/// One enqueue sent to the node at `addr` only, given up after `timeout`.
+/// One enqueue sent to the node at `addr` only, presenting `token`, given up after `timeout`.
 async fn enqueue_at(
     addr: &str,
+    token: QueueToken,
     order_id: &str,
     timeout: Duration,
 ) -> Result<pb::EnqueueResponse, tonic::Status> {
@@ -42,8 +36,7 @@ async fn enqueue_at(
         order: Some(order(order_id, 1)),
     });
     request.set_timeout(timeout);
-    order_queue_client(addr)
-        .await
+    connect_as(addr, token)
         .enqueue(request)
         .await
         .map(tonic::Response::into_inner)
@@ -89,8 +82,15 @@ async fn a_deposed_leader_caught_up_by_a_snapshot_still_answers_writes() {
     let isolated_writes: Vec<_> = (0..4)
         .map(|n| {
             let addr = leader_addr.clone();
+            let token = cluster.token(Role::Admin);
             tokio::spawn(async move {
-                enqueue_at(&addr, &format!("isolated-{n}"), ISOLATED_WRITE_TIMEOUT).await
+                enqueue_at(
+                    &addr,
+                    token,
+                    &format!("isolated-{n}"),
+                    ISOLATED_WRITE_TIMEOUT,
+                )
+                .await
             })
         })
         .collect();
@@ -125,8 +125,11 @@ async fn a_deposed_leader_caught_up_by_a_snapshot_still_answers_writes() {
         );
     }
     let new_leader = wait_for_leader_among(&cluster, &followers).await;
-    let others = QueueClient::new(followers.iter().map(|id| cluster.addr(*id)).collect())
-        .expect("client of the two nodes");
+    let others = QueueClient::new(
+        followers.iter().map(|id| cluster.addr(*id)).collect(),
+        cluster.token(Role::Admin),
+    )
+    .expect("client of the two nodes");
     for n in 0..WRITES_WHILE_AWAY {
         others
             .enqueue(order(&format!("while-away-{n}"), 1))
@@ -146,7 +149,13 @@ async fn a_deposed_leader_caught_up_by_a_snapshot_still_answers_writes() {
     );
 
     let started = Instant::now();
-    let probe = enqueue_at(&leader_addr, "probe", PROBE_TIMEOUT).await;
+    let probe = enqueue_at(
+        &leader_addr,
+        cluster.token(Role::Admin),
+        "probe",
+        PROBE_TIMEOUT,
+    )
+    .await;
     let waited = started.elapsed();
     match probe {
         Err(status) if status.code() == Code::FailedPrecondition => {}

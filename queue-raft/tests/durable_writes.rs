@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bookstore_common::testing::Service;
 use bookstore_proto as pb;
 use common::cluster::{free_port, order, wait_for};
-use queue_raft::QueueClient;
+use queue_raft::{QueueClient, QueueToken, Role};
 use tempfile::TempDir;
 
 /// Orders large enough (a 300 KB title) that sled stores each in a blob file of its own.
@@ -244,8 +244,23 @@ impl Drop for Tracer {
     }
 }
 
-/// A one-node queue cluster in `data`, leading; and its address.
-async fn start_lone_node(data: &TempDir, secret_file: &Path) -> (Service, String) {
+/// The queue token of each role, written into `secrets`; the admin's, which the test presents.
+fn write_queue_tokens(secrets: &Path) -> QueueToken {
+    for role in Role::ALL {
+        std::fs::write(
+            secrets.join(role.name()),
+            format!("a-{}-token-for-the-strace-test\n", role.name()),
+        )
+        .expect("write a queue token");
+    }
+    QueueToken::from_file(&secrets.join(Role::Admin.name())).expect("the admin token")
+}
+
+/// A one-node queue cluster in `data`, leading, with the secret and tokens in `secrets`; and
+/// its address.
+async fn start_lone_node(data: &TempDir, secrets: &Path) -> (Service, String) {
+    let secret_file = secrets.join("cluster-secret");
+    let token = write_queue_tokens(secrets);
     let mut last_error = None;
     for _ in 0..5 {
         let port = free_port();
@@ -256,10 +271,23 @@ async fn start_lone_node(data: &TempDir, secret_file: &Path) -> (Service, String
             format!("--peers=1={addr}"),
             format!("--data-dir={}", data.path().display()),
             format!("--cluster-secret-file={}", secret_file.display()),
+            format!(
+                "--orchestrator-token-file={}",
+                secrets.join(Role::Orchestrator.name()).display()
+            ),
+            format!(
+                "--executor-token-file={}",
+                secrets.join(Role::Executor.name()).display()
+            ),
+            format!(
+                "--admin-token-file={}",
+                secrets.join(Role::Admin.name()).display()
+            ),
         ];
         match tokio::task::block_in_place(|| Service::try_start_with_args("queue-node", &args)) {
             Ok(node) => {
-                let client = QueueClient::new(vec![addr.clone()]).expect("client of the node");
+                let client = QueueClient::new(vec![addr.clone()], token.clone())
+                    .expect("client of the node");
                 wait_for(STARTUP, "the lone node to lead", || {
                     let (client, addr) = (client.clone(), addr.clone());
                     async move {
@@ -311,13 +339,17 @@ async fn every_acknowledged_enqueue_follows_a_real_sync_of_the_log() {
     let secrets = TempDir::new().expect("temporary secrets directory");
     let secret_file = secrets.path().join("cluster-secret");
     std::fs::write(&secret_file, "a-secret-for-the-strace-test\n").expect("write the secret");
-    let (node, addr) = start_lone_node(&data, &secret_file).await;
+    let (node, addr) = start_lone_node(&data, secrets.path()).await;
     let log_file = data
         .path()
         .canonicalize()
         .expect("the data directory's real path")
         .join("db");
-    let client = QueueClient::new(vec![addr.clone()]).expect("client of the node");
+    let client = QueueClient::new(
+        vec![addr.clone()],
+        QueueToken::from_file(&secrets.path().join(Role::Admin.name())).expect("the admin token"),
+    )
+    .expect("client of the node");
 
     let trace_dir = TempDir::new().expect("temporary trace directory");
     let tracer = Tracer::attach(node.pid(), &trace_dir.path().join("strace.out"));

@@ -6,6 +6,7 @@ mod common;
 use std::process::Output;
 
 use common::cluster::{Cluster, NODE_IDS};
+use queue_raft::Role;
 use std::time::Duration;
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -20,7 +21,8 @@ async fn queuectl(cluster: &Cluster, args: &[&str]) -> Output {
     .await
 }
 
-/// Runs `queuectl --nodes <the cluster> ARGS` with the secret, if any, that `secret` sets.
+/// Runs `queuectl --nodes <the cluster> ARGS` with the admin's queue token and the secret, if
+/// any, that `secret` sets (which may also take the token away).
 async fn queuectl_with_secret(
     cluster: &Cluster,
     args: &[&str],
@@ -35,7 +37,9 @@ async fn queuectl_with_secret(
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_queuectl"));
     command
         .env_remove("QUEUE_CLUSTER_SECRET")
-        .env_remove("QUEUE_CLUSTER_SECRET_FILE");
+        .env_remove("QUEUE_CLUSTER_SECRET_FILE")
+        .env_remove("QUEUE_TOKEN")
+        .env("QUEUE_TOKEN_FILE", cluster.token_file(Role::Admin));
     secret(&mut command)
         .arg(format!("--nodes={}", nodes.join(",")))
         .args(args)
@@ -123,5 +127,14 @@ async fn queuectl_reads_and_changes_the_cluster() {
     assert!(
         String::from_utf8_lossy(&wrong.stderr).contains("missing or wrong cluster secret"),
         "{wrong:?}"
+    );
+    let no_token = queuectl_with_secret(&cluster, &["status"], |command| {
+        command.env_remove("QUEUE_TOKEN_FILE")
+    })
+    .await;
+    assert!(!no_token.status.success(), "{no_token:?}");
+    assert!(
+        String::from_utf8_lossy(&no_token.stderr).contains("no queue token given"),
+        "{no_token:?}"
     );
 }

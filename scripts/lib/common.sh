@@ -17,6 +17,16 @@ ensure_cluster_secret() {
     ensure_secret "$1" "cluster secret"
 }
 
+# ensure_queue_tokens DIR: the queue clients' tokens, one file per role in DIR (orchestrator,
+# executor, admin), each kept once made, so that the nodes and the clients started earlier
+# still agree. The queue nodes accept exactly these; a client presents the one of its role.
+ensure_queue_tokens() {
+    local role
+    for role in orchestrator executor admin; do
+        ensure_secret "$1/$role" "$role queue token"
+    done
+}
+
 # ensure_idempotency_secret FILE: the orchestrators' shared secret for card digests in the
 # queue's checkout records, kept so that a retry after a restart is still recognised.
 ensure_idempotency_secret() {

@@ -23,6 +23,7 @@ use bookstore_bench::targets::{self, RunResults};
 use bookstore_bench::{LoadOptions, LoadReport, driver};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use queue_raft::QueueClient;
+use queue_raft::client_auth::QueueTokenSource;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -42,11 +43,16 @@ struct QueueArgs {
     /// Every queue node's address, host:port or http://host:port, comma-separated.
     #[arg(long, env = "QUEUE_NODES", value_delimiter = ',', required = true)]
     nodes: Vec<String>,
+    /// The queue token presented: the admin role's, since a run enqueues, reads the lease and
+    /// watches executions (scripts/bench passes the cluster's).
+    #[command(flatten)]
+    token: QueueTokenSource,
 }
 
 impl QueueArgs {
     fn client(self) -> anyhow::Result<QueueClient> {
-        QueueClient::new(self.nodes).context("the queue nodes' addresses")
+        let token = self.token.load().context("the queue token")?;
+        QueueClient::new(self.nodes, token).context("the queue nodes' addresses")
     }
 }
 

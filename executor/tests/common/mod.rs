@@ -18,7 +18,7 @@ use bookstore_common::testing::Service;
 use bookstore_proto as pb;
 use cluster::{Cluster, wait_for};
 use executor::Execution;
-use queue_raft::QueueClient;
+use queue_raft::{QueueClient, Role};
 use tempfile::TempDir;
 
 pub const EXECUTOR_IDS: [&str; 3] = ["executor-1", "executor-2", "executor-3"];
@@ -75,6 +75,10 @@ impl Executors {
                 let args = vec![
                     format!("--id={id}"),
                     format!("--queue-nodes={}", cluster.addrs().join(",")),
+                    format!(
+                        "--queue-token-file={}",
+                        cluster.token_file(Role::Executor).display()
+                    ),
                     format!("--lease-ttl-ms={}", options.lease_ttl_ms),
                     format!("--execution-ms={execution_ms}"),
                     format!("--backoff-after-lead-ms={}", options.backoff_after_lead_ms),

@@ -75,14 +75,17 @@ impl System {
             options.queue_node_args.iter().map(String::as_str).collect();
         let cluster = Cluster::start(&queue_node_args).await;
         let queue_nodes = cluster.addrs().join(",");
-        Self::start_in_front_of(Some(cluster), &queue_nodes, options)
+        let tokens_dir = cluster.tokens_dir();
+        Self::start_in_front_of(Some(cluster), &queue_nodes, &tokens_dir, options)
     }
 
-    /// Starts the backends and the orchestrator for the queue nodes `queue_nodes`; `cluster`,
-    /// when the harness runs it, is kept alive with them.
+    /// Starts the backends and the orchestrator for the queue nodes `queue_nodes`, whose
+    /// client tokens are in `tokens_dir` (a file per role); `cluster`, when the harness runs
+    /// it, is kept alive with them.
     pub fn start_in_front_of(
         cluster: Option<Cluster>,
         queue_nodes: &str,
+        tokens_dir: &Path,
         options: Options,
     ) -> System {
         let secrets = tempfile::tempdir().expect("temporary secrets directory");
@@ -109,6 +112,10 @@ impl System {
                     options.backend_timeout.as_millis()
                 ),
                 format!("--queue-nodes={queue_nodes}"),
+                format!(
+                    "--queue-token-file={}",
+                    tokens_dir.join("orchestrator").display()
+                ),
                 format!("--idempotency-secret-file={}", secret_file.display()),
             ];
             orchestrator_args.extend(options.orchestrator_args.iter().cloned());
@@ -120,6 +127,10 @@ impl System {
                         &[
                             format!("--id=executor-{n}"),
                             format!("--queue-nodes={queue_nodes}"),
+                            format!(
+                                "--queue-token-file={}",
+                                tokens_dir.join("executor").display()
+                            ),
                         ],
                     )
                 })
@@ -267,6 +278,11 @@ impl ScriptedCluster {
             String::from_utf8_lossy(&output.stderr)
         );
         stdout
+    }
+
+    /// Where `scripts/cluster` keeps the queue tokens, a file per role.
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.dir.path().join("queue-tokens")
     }
 
     pub fn addrs(&self) -> String {

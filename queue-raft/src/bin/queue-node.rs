@@ -19,7 +19,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use queue_raft::auth::HOW_TO_MAKE_ONE;
 use queue_raft::node::{self, NodeConfig};
-use queue_raft::{ClusterSecretSource, NodeId};
+use queue_raft::{ClientTokenFiles, ClusterSecretSource, NodeId};
 
 /// One node of the Raft-replicated order queue: serves the client API and the Raft RPCs on one
 /// gRPC port.
@@ -76,6 +76,9 @@ struct Args {
     clock_offset_file: Option<PathBuf>,
     #[command(flatten)]
     secret: ClusterSecretSource,
+    /// The tokens the client API accepts, one per role, each from a file.
+    #[command(flatten)]
+    client_tokens: ClientTokenFiles,
 }
 
 fn cluster_secret_help() -> String {
@@ -85,7 +88,13 @@ fn cluster_secret_help() -> String {
          (the value itself; never a flag, which `ps` would show). Raft RPCs and \
          AddNode/RemoveNode without it are refused UNAUTHENTICATED, so a node with another \
          secret can neither join nor disturb the cluster; the node does not start without one. \
-         Make one with:\n  {HOW_TO_MAKE_ONE}; chmod 600 data/cluster-secret"
+         Make one with:\n  {HOW_TO_MAKE_ONE}; chmod 600 data/cluster-secret\n\n\
+         Client tokens: every other call of the client API presents a token of its role, \
+         distinct from the secret and from each other: --orchestrator-token-file (enqueue, \
+         decide, read), --executor-token-file (the lease, dequeue, record, acknowledge, read), \
+         --admin-token-file (queuectl: every call). A call without a known token is refused \
+         UNAUTHENTICATED, one its role may not make PERMISSION_DENIED; lease tokens are shown \
+         to the executor and admin roles only. scripts/cluster makes them in data/queue-tokens/."
     )
 }
 
@@ -144,6 +153,10 @@ async fn main() -> anyhow::Result<()> {
         .secret
         .load()
         .with_context(|| format!("queue node {} cannot start", args.id))?;
+    let clients = args
+        .client_tokens
+        .load(&secret)
+        .with_context(|| format!("queue node {} cannot start", args.id))?;
     bookstore_common::telemetry::init("queue-node");
     let data_dir = args
         .data_dir
@@ -156,7 +169,14 @@ async fn main() -> anyhow::Result<()> {
         logs_to_keep: args.logs_to_keep,
         join: args.join,
         clock_offset_file: args.clock_offset_file,
-        ..NodeConfig::new(args.id, args.listen, args.peers.0, data_dir, secret)
+        ..NodeConfig::new(
+            args.id,
+            args.listen,
+            args.peers.0,
+            data_dir,
+            secret,
+            clients,
+        )
     };
     let metrics_listen = MetricsListen::or_default_for(args.metrics_listen, args.listen);
     metrics::alongside(

@@ -6,6 +6,9 @@
 //! - `list` and `show ORDER_ID` read the queue at the leader; `enqueue` adds a test order.
 //! - `add-node ID=HOST:PORT` and `remove-node ID` change the membership through the leader;
 //!   they need the cluster secret (`--cluster-secret-file`, or env `QUEUE_CLUSTER_SECRET`).
+//! - Every command but `probe` presents a queue token (`--queue-token-file`, env
+//!   `QUEUE_TOKEN_FILE`, or env `QUEUE_TOKEN`): the admin role's makes every call; another
+//!   role's serves that role's calls (any token reads `status`).
 //! - `probe TARGET` is the healthcheck of every container (`http://host:port/path` wants a 2xx,
 //!   `grpc://host:port` the gRPC health service's SERVING); it needs no `--nodes`.
 
@@ -17,7 +20,7 @@ use bookstore_common::probe::{Target, probe};
 use bookstore_proto as pb;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
-use queue_raft::{ClientOptions, ClusterSecretSource, QueueClient};
+use queue_raft::{ClientOptions, ClusterSecretSource, QueueClient, QueueTokenSource};
 
 /// Inspects and changes the order-queue cluster.
 #[derive(Debug, Parser)]
@@ -31,6 +34,9 @@ struct Args {
     /// Needed by add-node and remove-node only.
     #[command(flatten)]
     secret: ClusterSecretSource,
+    /// Needed by every command but probe.
+    #[command(flatten)]
+    token: QueueTokenSource,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,10 +107,11 @@ enum Command {
 struct Nodes {
     ids: Vec<String>,
     addrs: Vec<String>,
+    token: QueueTokenSource,
 }
 
 impl Nodes {
-    fn parse(nodes: &[String]) -> Self {
+    fn parse(nodes: &[String], token: QueueTokenSource) -> Self {
         let (ids, addrs) = nodes
             .iter()
             .map(|node| match node.split_once('=') {
@@ -112,11 +119,11 @@ impl Nodes {
                 None => ("?".to_owned(), node.clone()),
             })
             .unzip();
-        Self { ids, addrs }
+        Self { ids, addrs, token }
     }
 
     fn client(&self) -> anyhow::Result<QueueClient> {
-        Ok(QueueClient::new(self.addrs.clone())?)
+        Ok(QueueClient::new(self.addrs.clone(), self.token.load()?)?)
     }
 
     /// A client that waits up to `timeout` for one call (membership changes).
@@ -126,7 +133,11 @@ impl Nodes {
             attempt_timeout: timeout,
             ..ClientOptions::default()
         };
-        Ok(QueueClient::with_options(self.addrs.clone(), options)?)
+        Ok(QueueClient::with_options(
+            self.addrs.clone(),
+            self.token.load()?,
+            options,
+        )?)
     }
 }
 
@@ -151,7 +162,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             )
             .exit();
     }
-    let nodes = Nodes::parse(&args.nodes);
+    let nodes = Nodes::parse(&args.nodes, args.token);
     match args.command {
         Command::Status => {
             print_status(&nodes).await?;

@@ -13,7 +13,9 @@
 //! cluster's life) between each node and its peers, which [`Cluster::cut`] closes.
 //!
 //! The nodes share a random cluster secret, in a file of the cluster's own temporary directory;
-//! [`Cluster::start_intruder`] starts a node with a secret of its own.
+//! [`Cluster::start_intruder`] starts a node with a secret of its own. Beside it, one random
+//! queue token per client role ([`Cluster::token_file`]); the harness's own clients present the
+//! admin's ([`Cluster::client`]), [`Cluster::client_as`] another role's.
 //!
 //! Every node reads its wall clock through an offset file of its own (`--clock-offset-file`),
 //! absent until [`Cluster::set_clock_offset`] skews that node's clock or makes it jump.
@@ -30,6 +32,8 @@ use std::time::Duration;
 
 use bookstore_common::testing::{Service, StartError};
 use bookstore_proto as pb;
+use queue_raft::client::{TokenClient, node_client};
+use queue_raft::client_auth::{QueueToken, Role};
 use queue_raft::{ClientOptions, ClusterSecret, NodeId, QueueClient};
 use rand::Rng;
 use tempfile::TempDir;
@@ -64,6 +68,12 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// A client of the one node at `addr` (`host:port`), presenting `token`; it connects on its
+/// first call.
+pub fn connect_as(addr: &str, token: QueueToken) -> TokenClient {
+    node_client(addr, &token).unwrap_or_else(|error| panic!("a client of {addr}: {error}"))
 }
 
 /// A fresh random secret, as printable as `base64` output.
@@ -136,6 +146,13 @@ impl Cluster {
             let secret_file = secrets.path().join("cluster-secret");
             std::fs::write(&secret_file, format!("{}\n", random_secret()))
                 .expect("write the cluster secret");
+            for role in Role::ALL {
+                std::fs::write(
+                    secrets.path().join(role.name()),
+                    format!("{}\n", random_secret()),
+                )
+                .expect("write a queue token");
+            }
             let mut cluster = Cluster {
                 nodes: NODE_IDS
                     .iter()
@@ -169,6 +186,27 @@ impl Cluster {
     /// The file holding the secret the cluster's nodes share.
     pub fn secret_file(&self) -> PathBuf {
         self.secrets.path().join("cluster-secret")
+    }
+
+    /// The file holding the queue token of `role`, which the nodes accept.
+    pub fn token_file(&self, role: Role) -> PathBuf {
+        self.tokens_dir().join(role.name())
+    }
+
+    /// The folder of the queue tokens, each in a file named for its role (as scripts/cluster
+    /// keeps them in data/queue-tokens/).
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.secrets.path().to_owned()
+    }
+
+    /// The queue token of `role`, as its clients present it.
+    pub fn token(&self, role: Role) -> QueueToken {
+        QueueToken::from_file(&self.token_file(role)).expect("a queue token")
+    }
+
+    /// A client of node `id` alone, following no leader, presenting the admin's token.
+    pub async fn node_client(&self, id: NodeId) -> TokenClient {
+        connect_as(&self.addr(id), self.token(Role::Admin))
     }
 
     /// The secret the cluster's nodes share, as membership changes must present it.
@@ -225,13 +263,19 @@ impl Cluster {
             .unwrap_or_else(|| panic!("node {id} has no proxy: start with `start_behind_proxies`"))
     }
 
-    /// A client of all three nodes.
+    /// A client of all three nodes, as the admin role: every call, every lease token.
     pub fn client(&self) -> QueueClient {
-        QueueClient::new(self.addrs()).expect("client of the cluster")
+        self.client_as(Role::Admin)
+    }
+
+    /// A client of all three nodes, as `role`.
+    pub fn client_as(&self, role: Role) -> QueueClient {
+        QueueClient::new(self.addrs(), self.token(role)).expect("client of the cluster")
     }
 
     pub fn client_with(&self, options: ClientOptions) -> QueueClient {
-        QueueClient::with_options(self.addrs(), options).expect("client of the cluster")
+        QueueClient::with_options(self.addrs(), self.token(Role::Admin), options)
+            .expect("client of the cluster")
     }
 
     /// Node `id`'s data directory: its Raft log, vote and snapshots.
@@ -398,6 +442,18 @@ impl Cluster {
             format!("--peers={}", peers.join(",")),
             format!("--data-dir={}", node.data.path().display()),
             format!("--cluster-secret-file={}", node.secret_file.display()),
+            format!(
+                "--orchestrator-token-file={}",
+                self.token_file(Role::Orchestrator).display()
+            ),
+            format!(
+                "--executor-token-file={}",
+                self.token_file(Role::Executor).display()
+            ),
+            format!(
+                "--admin-token-file={}",
+                self.token_file(Role::Admin).display()
+            ),
             format!(
                 "--clock-offset-file={}",
                 self.clock_offset_file(id).display()
