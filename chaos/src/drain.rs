@@ -89,9 +89,9 @@ async fn final_states(queue: &QueueClient, order_ids: &BTreeSet<String>) -> Vec<
                         .as_ref()
                         .filter(|state| state.phase() != pb::OrderPhase::Rejected)
                         .map(|state| QueuePlace {
-                        enqueued_at_queue_ms: state.enqueued_at_queue_ms,
-                        sequence: state.sequence,
-                    }),
+                            enqueued_at_queue_ms: state.enqueued_at_queue_ms,
+                            sequence: state.sequence,
+                        }),
                     state: order_state(state),
                 },
                 Ok(Err(error)) => unreadable(order_id, format!("{error:#}")),
@@ -252,6 +252,7 @@ fn order_state(state: Option<pb::OrderState>) -> OrderState {
             executor_id: state.executor_id,
             token: state.token,
             acknowledged_token: state.acknowledged_token,
+            recorded: state.execution.is_some(),
         },
         pb::OrderPhase::Queued | pb::OrderPhase::Unspecified => OrderState::Queued,
         // A rejected checkout is a record of the queue now; it was never placed, as when the
@@ -301,6 +302,7 @@ mod tests {
                 executor_id: "executor-2".into(),
                 token: 9,
                 acknowledged_token: 11,
+                recorded: false,
             }
         );
         let queued = pb::OrderState {

@@ -299,6 +299,10 @@ pub enum OrderState {
         executor_id: String,
         token: u64,
         acknowledged_token: u64,
+        /// Whether the cluster holds an execution record for it (its acknowledgement needs
+        /// one): an executor that cannot learn whether its record committed writes no ledger
+        /// line, and the record is then all that says who executed the order.
+        recorded: bool,
     },
     /// The cluster gave no answer in time: the run cannot say where the order is.
     Unreadable {
@@ -584,6 +588,7 @@ mod tests {
                     executor_id: "executor-1".into(),
                     token: 7,
                     acknowledged_token: 7,
+                    recorded: true,
                 },
                 contents: Some(contents),
                 place: Some(QueuePlace {
