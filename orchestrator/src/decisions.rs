@@ -188,6 +188,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rejection_with_thousands_of_long_reasons_keeps_a_bounded_record() {
+        let mut rejected = answer(OrderDecision::Rejected);
+        let long = |text: &str| text.repeat(10_000);
+        rejected.reasons = (0..5_000)
+            .map(|_| RejectionReason {
+                service: long("s"),
+                code: long("c"),
+                field: long("f"),
+                message: long("m"),
+            })
+            .collect();
+        let order = pb::QueuedOrder {
+            customer: "é".repeat(128),
+            ..order()
+        };
+        let record = recorded(decision(order, &rejected, &digest(1)));
+        assert_eq!(record.reasons.len(), MAX_REASONS);
+        let kept = prost::Message::encoded_len(&record);
+        assert!(kept < 20 * 1024, "a rejection record of {kept} bytes");
+    }
+
+    #[test]
     fn another_request_or_an_order_placed_otherwise_is_a_reused_key() {
         let record = recorded(decision(
             order(),

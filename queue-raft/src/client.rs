@@ -197,11 +197,14 @@ impl<M: prost::Message, A> Pending<M, A> {
     }
 }
 
+/// Where a write's answer comes from, once its batch's call is answered.
+type Answer<A> = oneshot::Receiver<Result<A, ClientError>>;
+
 /// `message` as a write waiting for its batch, or refused at once if no call could carry it.
 fn pending<M: prost::Message, A>(
     what: &str,
     message: M,
-) -> Result<(Pending<M, A>, oneshot::Receiver<Result<A, ClientError>>), ClientError> {
+) -> Result<(Pending<M, A>, Answer<A>), ClientError> {
     let (reply, answer) = oneshot::channel();
     let pending = Pending { message, reply };
     let bytes = pending.call_bytes();

@@ -65,7 +65,7 @@ async fn a_too_large_order_is_refused_alone_and_never_fails_the_others() {
     for n in 0..300 {
         let order = match n % 6 {
             0 => too_large(n),
-            1 | 2 | 3 => largest_kept(n),
+            1..=3 => largest_kept(n),
             _ => small(n),
         };
         let client: QueueClient = client.clone();
