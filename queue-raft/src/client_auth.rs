@@ -217,13 +217,16 @@ pub struct QueueTokenSource {
     /// Without it, env QUEUE_TOKEN holds the token itself. Calls without a known token are
     /// refused UNAUTHENTICATED.
     #[arg(long = "queue-token-file", env = "QUEUE_TOKEN_FILE")]
-    pub file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
 }
 
 impl QueueTokenSource {
     /// The token from the file if one is named, else from env [`QUEUE_TOKEN_ENV`].
     pub fn load(&self) -> Result<QueueToken, TokenError> {
-        QueueToken::load(self.file.as_deref(), std::env::var_os(QUEUE_TOKEN_ENV))
+        QueueToken::load(
+            self.token_file.as_deref(),
+            std::env::var_os(QUEUE_TOKEN_ENV),
+        )
     }
 }
 
@@ -470,6 +473,25 @@ mod tests {
             TokenError::IsClusterSecret { role: Role::Admin }
         ));
         assert!(!is_secret.to_string().contains(SECRET), "{is_secret}");
+    }
+
+    /// A program takes the cluster secret's flag and a token's beside each other (queuectl
+    /// does): their argument ids must differ, which clap checks only when the command is built.
+    #[test]
+    fn the_token_flag_sits_beside_the_cluster_secret_flag() {
+        use clap::{CommandFactory, Parser};
+
+        #[derive(Debug, Parser)]
+        struct Both {
+            #[command(flatten)]
+            secret: crate::auth::ClusterSecretSource,
+            #[command(flatten)]
+            token: QueueTokenSource,
+        }
+        Both::command().debug_assert();
+        let parsed = Both::parse_from(["both", "--queue-token-file=t", "--cluster-secret-file=s"]);
+        assert_eq!(parsed.token.token_file, Some(PathBuf::from("t")));
+        assert_eq!(parsed.secret.file, Some(PathBuf::from("s")));
     }
 
     #[test]
