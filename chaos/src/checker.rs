@@ -2101,11 +2101,17 @@ mod tests {
         let mut history = clean_history();
         // `small` (1 book, placed at 0: key -500) waits from 150; `big` (3 books, placed at 1100:
         // key -400) is dequeued at 2000 before it, and `small` at 2100.
-        history.operations.push(operation("small", 1, 150, Outcome::Ok));
-        history.operations.push(operation("big", 3, 1_150, Outcome::Ok));
+        history
+            .operations
+            .push(operation("small", 1, 150, Outcome::Ok));
+        history
+            .operations
+            .push(operation("big", 3, 1_150, Outcome::Ok));
         history.executions.push(execution("big", 5, 3, 2_000));
         history.executions.push(execution("small", 6, 1, 2_100));
-        history.final_states.push(placed(executed("small", 6), 0, 4));
+        history
+            .final_states
+            .push(placed(executed("small", 6), 0, 4));
         history
             .final_states
             .push(placed(executed("big", 5), 1_100, 5));
@@ -2831,9 +2837,10 @@ mod tests {
                 let counted: HashMap<&str, u64> = executed
                     .iter()
                     .filter_map(|(order_id, token)| {
-                        let line = history.executions.iter().find(|line| {
-                            line.order_id == *order_id && line.token == *token
-                        })?;
+                        let line = history
+                            .executions
+                            .iter()
+                            .find(|line| line.order_id == *order_id && line.token == *token)?;
                         Some((line.order_id.as_str(), line.dequeued_at_ms))
                     })
                     .collect();
@@ -2841,7 +2848,9 @@ mod tests {
                     .iter()
                     .filter(|&(order_id, &began)| {
                         acknowledged_at.get(order_id).is_some_and(|&at_ms| {
-                            counted.values().any(|&other| at_ms < other && other < began)
+                            counted
+                                .values()
+                                .any(|&other| at_ms < other && other < began)
                         })
                     })
                     .map(|(order_id, _)| (*order_id).to_owned())

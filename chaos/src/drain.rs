@@ -89,9 +89,9 @@ async fn final_states(queue: &QueueClient, order_ids: &BTreeSet<String>) -> Vec<
                         .as_ref()
                         .filter(|state| state.phase() != pb::OrderPhase::Rejected)
                         .map(|state| QueuePlace {
-                        enqueued_at_queue_ms: state.enqueued_at_queue_ms,
-                        sequence: state.sequence,
-                    }),
+                            enqueued_at_queue_ms: state.enqueued_at_queue_ms,
+                            sequence: state.sequence,
+                        }),
                     state: order_state(state),
                 },
                 Ok(Err(error)) => unreadable(order_id, format!("{error:#}")),

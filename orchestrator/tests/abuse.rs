@@ -38,6 +38,9 @@ const MEMORY_BOUND_MIB: u64 = 256;
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// How long a process may take to exit after SIGTERM.
 const STOP_BOUND: Duration = Duration::from_secs(10);
+/// How long the run watches for exits after SIGTERM, so that a process over the bound is
+/// reported with the time it took.
+const STOPS_WATCHED_FOR: Duration = Duration::from_secs(30);
 
 /// Per port: connections that send one byte a second and never finish a request.
 const SLOW_CLIENTS_PER_PORT: usize = 8;
@@ -109,8 +112,9 @@ struct PeakRss {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails on main until issue 16's header-read timeouts, body limits and gRPC limits are \
-            merged: slow clients hold the orchestrator at SIGTERM (run with --ignored)"]
+#[ignore = "fails on main until issue 16's HTTP and gRPC timeouts and limits are merged: the slow \
+            and idle clients hold every process, the orchestrator included, past 10 s after \
+            SIGTERM (run with --ignored)"]
 async fn abuse_on_every_port_breaks_no_bound() {
     let mut system = System::start_with(Options {
         executors: 3,
@@ -131,11 +135,7 @@ async fn abuse_on_every_port_breaks_no_bound() {
         start_abusers(target, abuse_ends, &counts, &mut abusers);
         start_holders(target, &release, &counts, &mut holders);
     }
-    let sampler = tokio::spawn(sample_rss(
-        targets.clone(),
-        started,
-        Arc::clone(&release),
-    ));
+    let sampler = tokio::spawn(sample_rss(targets.clone(), started, Arc::clone(&release)));
     let checkouts = ordinary_checkouts(system.url("/checkout"), abuse_ends).await;
     while abusers.join_next().await.is_some() {}
 
@@ -165,7 +165,7 @@ async fn abuse_on_every_port_breaks_no_bound() {
             peak.after.as_secs_f64(),
             match stopped {
                 Some(took) => format!("exited {:.2} s after SIGTERM", took.as_secs_f64()),
-                None => format!("still running {STOP_BOUND:?} after SIGTERM"),
+                None => format!("still running {STOPS_WATCHED_FOR:?} after SIGTERM"),
             }
         );
         if peak_mib > MEMORY_BOUND_MIB {
@@ -177,12 +177,19 @@ async fn abuse_on_every_port_breaks_no_bound() {
                 peak.after.as_secs_f64()
             ));
         }
-        if stopped.is_none() {
-            broken.push(format!(
-                "{} (pid {}): still running {STOP_BOUND:?} after SIGTERM, over the \
+        match stopped {
+            Some(took) if took <= STOP_BOUND => {}
+            Some(took) => broken.push(format!(
+                "{} (pid {}): exited {:.2} s after SIGTERM, over the {STOP_BOUND:?} bound",
+                target.process,
+                target.pid,
+                took.as_secs_f64()
+            )),
+            None => broken.push(format!(
+                "{} (pid {}): still running {STOPS_WATCHED_FOR:?} after SIGTERM, over the \
                  {STOP_BOUND:?} bound",
                 target.process, target.pid
-            ));
+            )),
         }
     }
     eprintln!(
@@ -270,21 +277,22 @@ fn start_abusers(
                 move || http_nested(addr, Arc::clone(&counts))
             }));
             for _ in 0..FLOODERS_PER_PORT {
-                let counts = Arc::clone(&counts);
+                // One client each, its connections kept: requests as fast as the server answers.
+                let (counts, client) = (Arc::clone(&counts), reqwest::Client::new());
                 abusers.spawn(repeat_until(until, move || {
-                    http_flood(addr, Arc::clone(&counts))
+                    http_flood(client.clone(), addr, Arc::clone(&counts))
                 }));
             }
         }
         Protocol::Grpc(paths) => {
             let flood_counts = Arc::clone(&counts);
             let send = move |payload: fn() -> Vec<u8>, counter: fn(&AbuseCounts) -> &AtomicU64| {
-                let counts = Arc::clone(&counts);
+                let (counts, channel) = (Arc::clone(&counts), lazy_channel(addr));
                 repeat_until(until, move || {
-                    let counts = Arc::clone(&counts);
+                    let (counts, channel) = (Arc::clone(&counts), channel.clone());
                     async move {
                         let path = paths[rand::random_range(0..paths.len())];
-                        grpc_call(addr, path.to_owned(), payload(), &counts).await;
+                        grpc_call(channel, path.to_owned(), payload()).await;
                         AbuseCounts::add(counter(&counts));
                     }
                 })
@@ -292,13 +300,13 @@ fn start_abusers(
             abusers.spawn(send(|| vec![0x0a; OVERSIZED_BYTES], |c| &c.oversized));
             abusers.spawn(send(nested_protobuf, |c| &c.nested));
             for _ in 0..FLOODERS_PER_PORT {
-                let counts = Arc::clone(&flood_counts);
+                let (counts, channel) = (Arc::clone(&flood_counts), lazy_channel(addr));
                 abusers.spawn(repeat_until(until, move || {
-                    let counts = Arc::clone(&counts);
+                    let (counts, channel) = (Arc::clone(&counts), channel.clone());
                     async move {
                         // A path never seen before: a label of its own, if the server makes one.
                         let path = format!("/bookstore.Flood/M{}", uuid::Uuid::new_v4().simple());
-                        grpc_call(addr, path, b"flood".to_vec(), &counts).await;
+                        grpc_call(channel, path, b"flood".to_vec()).await;
                         AbuseCounts::add(&counts.flood);
                     }
                 }));
@@ -317,7 +325,9 @@ fn start_holders(
     let opening: &'static [u8] = match target.protocol {
         Protocol::Http => b"POST /checkout HTTP/1.1\r\nHost: abuse\r\nX-Slow: ",
         // The HTTP/2 preface, then a DATA frame header announcing 16 KiB on stream 1.
-        Protocol::Grpc(_) => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x40\x00\x00\x00\x00\x00\x00\x01",
+        Protocol::Grpc(_) => {
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x40\x00\x00\x00\x00\x00\x00\x01"
+        }
     };
     for _ in 0..SLOW_CLIENTS_PER_PORT {
         holders.spawn(drip(
@@ -383,11 +393,7 @@ async fn http_oversized(addr: SocketAddr, counts: Arc<AbuseCounts>) {
 
 /// A checkout whose body is JSON arrays [`NESTING_DEPTH`] deep.
 async fn http_nested(addr: SocketAddr, counts: Arc<AbuseCounts>) {
-    let body = format!(
-        "{}{}",
-        "[".repeat(NESTING_DEPTH),
-        "]".repeat(NESTING_DEPTH)
-    );
+    let body = format!("{}{}", "[".repeat(NESTING_DEPTH), "]".repeat(NESTING_DEPTH));
     let _ = reqwest::Client::new()
         .post(format!("http://{addr}/checkout"))
         .header("Content-Type", "application/json")
@@ -399,8 +405,7 @@ async fn http_nested(addr: SocketAddr, counts: Arc<AbuseCounts>) {
 }
 
 /// One request to a path never used before, then one malformed checkout.
-async fn http_flood(addr: SocketAddr, counts: Arc<AbuseCounts>) {
-    let client = reqwest::Client::new();
+async fn http_flood(client: reqwest::Client, addr: SocketAddr, counts: Arc<AbuseCounts>) {
     let path = format!("/flood/{}", uuid::Uuid::new_v4().simple());
     let _ = client
         .get(format!("http://{addr}{path}"))
@@ -425,21 +430,21 @@ fn nested_protobuf() -> Vec<u8> {
     message
 }
 
-/// One unary gRPC call of `payload` (raw bytes, framed by gRPC) to `path`.
-async fn grpc_call(addr: SocketAddr, path: String, payload: Vec<u8>, counts: &AbuseCounts) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+/// A channel to `addr` that connects on its first call, and again after the server hangs up.
+fn lazy_channel(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("a loopback address is a valid URI")
         .connect_timeout(ABUSER_TIMEOUT)
         .timeout(ABUSER_TIMEOUT)
-        .connect()
-        .await;
-    let Ok(channel) = channel else {
-        AbuseCounts::add(&counts.refused_connections);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        return;
-    };
+        .connect_lazy()
+}
+
+/// One unary gRPC call of `payload` (raw bytes, framed by gRPC) to `path`.
+async fn grpc_call(channel: tonic::transport::Channel, path: String, payload: Vec<u8>) {
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
     if grpc.ready().await.is_err() {
+        // Not a busy loop against a port that refuses.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         return;
     }
     let Ok(path) = PathAndQuery::try_from(path) else {
@@ -582,8 +587,8 @@ fn exited(pid: u32) -> bool {
     matches!(state, Some("Z" | "X"))
 }
 
-/// Sends SIGTERM to every process at once and waits up to [`STOP_BOUND`]; how long each took
-/// to exit, by pid (none for one still running).
+/// Sends SIGTERM to every process at once and watches for [`STOPS_WATCHED_FOR`]; how long each
+/// took to exit, by pid (none for one still running).
 async fn terminate_all(targets: &[Target]) -> BTreeMap<u32, Option<Duration>> {
     let pids: Vec<String> = unique_processes(targets)
         .iter()
@@ -601,7 +606,7 @@ async fn terminate_all(targets: &[Target]) -> BTreeMap<u32, Option<Duration>> {
         .iter()
         .map(|target| (target.pid, None))
         .collect();
-    while signalled.elapsed() < STOP_BOUND && stops.values().any(Option::is_none) {
+    while signalled.elapsed() < STOPS_WATCHED_FOR && stops.values().any(Option::is_none) {
         for (pid, stopped) in &mut stops {
             if stopped.is_none() && exited(*pid) {
                 *stopped = Some(signalled.elapsed());
@@ -659,4 +664,30 @@ impl tonic::codec::Decoder for RawDecoder {
     ) -> Result<Option<Vec<u8>>, tonic::Status> {
         Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
     }
+}
+
+/// The SIGTERM check can pass: a child that exited is seen as exited (a zombie until reaped),
+/// one still running is not.
+#[test]
+fn the_exit_check_tells_an_exited_child_from_a_running_one() {
+    let mut running = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("start sleep");
+    let mut done = std::process::Command::new("true")
+        .spawn()
+        .expect("start true");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !exited(done.id()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an exited child not seen as exited"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!exited(running.id()));
+    assert!(rss_kib(running.id()).is_some_and(|kib| kib > 0));
+    running.kill().expect("kill sleep");
+    running.wait().expect("reap sleep");
+    done.wait().expect("reap true");
 }

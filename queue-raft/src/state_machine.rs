@@ -1605,7 +1605,13 @@ mod tests {
         assert_eq!(queue_ms(&state, "held-up"), Some(34_501));
         assert_eq!(
             peeked_ids(&state),
-            ["big-at-once", "big-later", "small", "big-too-late", "held-up"]
+            [
+                "big-at-once",
+                "big-later",
+                "small",
+                "big-too-late",
+                "held-up"
+            ]
         );
         // A restart of the leader inside its term: a new timeline, whose reading adds on.
         state.apply(&enqueue("after-restart", &[1], reading(2, 8, 0, 100)));
@@ -2982,7 +2988,11 @@ mod tests {
             if was.timeline == is.timeline {
                 prop_assert_eq!(queue_time_moved, is.elapsed_ms - was.elapsed_ms);
             } else {
-                prop_assert_eq!(queue_time_moved, is.elapsed_ms, "a new timeline adds its reading");
+                prop_assert_eq!(
+                    queue_time_moved,
+                    is.elapsed_ms,
+                    "a new timeline adds its reading"
+                );
             }
             self.check_response(&before, &command, &response)?;
             prop_assert_eq!(
