@@ -71,7 +71,9 @@ async fn queuectl_reads_and_changes_the_cluster() {
     );
     let again = queuectl(&cluster, &["enqueue", "--order-id=ctl-1"]).await;
     assert!(stdout(&again).contains("already known"), "{again:?}");
-    queuectl(&cluster, &["enqueue", "--order-id=ctl-2", "--books=5"]).await;
+    // Fifty books: first in the dequeue order though enqueued later, unless it came more than
+    // 23.5 s (47 books' worth of aging) after ctl-1.
+    queuectl(&cluster, &["enqueue", "--order-id=ctl-2", "--books=50"]).await;
     let listed = stdout(&queuectl(&cluster, &["list"]).await);
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines[0], "depth 2");

@@ -302,6 +302,11 @@ impl Cluster {
             .metrics_url()
     }
 
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.node(id).process.as_ref().map(Service::pid)
+    }
+
     /// Whether node `id` logged a line with this `message` since it was last started.
     pub fn logged(&self, id: NodeId, message: &str) -> bool {
         let needle = format!("\"message\":\"{message}\"");
