@@ -128,7 +128,11 @@ impl GuardedStream {
     }
 
     /// A write-side result: progress resets the write clock; pending runs it.
-    fn track_write<T>(&mut self, result: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    fn track_write<T>(
+        &mut self,
+        result: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
         match result {
             Poll::Ready(result) => {
                 self.write_clock = None;
@@ -216,7 +220,10 @@ mod tests {
 
     use super::*;
 
-    async fn acceptor(max_connections: usize, limits: StallLimits) -> (Acceptor, std::net::SocketAddr) {
+    async fn acceptor(
+        max_connections: usize,
+        limits: StallLimits,
+    ) -> (Acceptor, std::net::SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         (Acceptor::new(listener, max_connections, limits), addr)
@@ -263,7 +270,10 @@ mod tests {
         let first = acceptor.accept().await;
         let _second_client = TcpStream::connect(addr).await.expect("connect");
         let waiting = tokio::time::timeout(Duration::from_millis(300), acceptor.accept()).await;
-        assert!(waiting.is_err(), "a second connection was accepted past the limit of 1");
+        assert!(
+            waiting.is_err(),
+            "a second connection was accepted past the limit of 1"
+        );
         drop(first);
         tokio::time::timeout(Duration::from_secs(2), acceptor.accept())
             .await

@@ -198,8 +198,8 @@ impl GrpcServer {
             let stream = acceptor.accept().await;
             Some((Ok::<_, std::io::Error>(stream), acceptor))
         });
-        let streams_per_connection = u32::try_from(limits.calls_per_connection.saturating_mul(2))
-            .unwrap_or(u32::MAX);
+        let streams_per_connection =
+            u32::try_from(limits.calls_per_connection.saturating_mul(2)).unwrap_or(u32::MAX);
 
         tracing::info!(service = service_name, addr = %local_addr, "listening");
         let serving = Server::builder()
@@ -420,10 +420,11 @@ mod tests {
         stalled.write_all(b"P").await.expect("one byte sent");
         let started = Instant::now();
         let mut buffer = [0_u8; 64];
-        let closed = tokio::time::timeout(LIMITS.read_idle_timeout + Duration::from_secs(5), async {
-            while !matches!(stalled.read(&mut buffer).await, Ok(0) | Err(_)) {}
-        })
-        .await;
+        let closed =
+            tokio::time::timeout(LIMITS.read_idle_timeout + Duration::from_secs(5), async {
+                while !matches!(stalled.read(&mut buffer).await, Ok(0) | Err(_)) {}
+            })
+            .await;
         assert!(
             closed.is_ok(),
             "a client that sent one byte was held for {:?}",
@@ -434,7 +435,8 @@ mod tests {
         stalled.write_all(b"P").await.expect("one byte sent");
         let stopping = Instant::now();
         stop.send(()).expect("the server runs");
-        let stopped = tokio::time::timeout(LIMITS.drain_timeout + Duration::from_secs(3), server).await;
+        let stopped =
+            tokio::time::timeout(LIMITS.drain_timeout + Duration::from_secs(3), server).await;
         assert!(
             stopped.is_ok(),
             "the server had not stopped {:?} after shutdown, held by a stalled client",

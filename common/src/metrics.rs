@@ -463,7 +463,12 @@ mod tests {
         });
         let mut service = tower::Layer::layer(&GrpcMetricsLayer, unimplemented);
         let known = "/grpc.health.v1.Health/Check";
-        for path in [known, "/made.Up/a8f3", "/made.Up/77c1", "/bookstore.Nope/Guess"] {
+        for path in [
+            known,
+            "/made.Up/a8f3",
+            "/made.Up/77c1",
+            "/bookstore.Nope/Guess",
+        ] {
             let request = axum::http::Request::post(path)
                 .body(Body::empty())
                 .expect("request");
@@ -472,7 +477,9 @@ mod tests {
         }
         let text = install().render();
         assert!(
-            text.contains(&format!(r#"bookstore_grpc_requests_total{{method="{known}""#)),
+            text.contains(&format!(
+                r#"bookstore_grpc_requests_total{{method="{known}""#
+            )),
             "{text}"
         );
         assert!(!text.contains("made.Up"), "{text}");
@@ -484,5 +491,4 @@ mod tests {
             "{text}"
         );
     }
-
 }

@@ -122,7 +122,9 @@ async fn sigterm_ends_the_orchestrator_within_10_s_although_clients_stall() {
         stalled.push(stalled_connection(orchestrator.addr).await);
     }
     // A kept-alive connection that got its answer and then stays idle.
-    let mut idle = TcpStream::connect(orchestrator.addr).await.expect("connects");
+    let mut idle = TcpStream::connect(orchestrator.addr)
+        .await
+        .expect("connects");
     idle.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
         .await
         .expect("request sent");
