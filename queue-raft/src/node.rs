@@ -216,7 +216,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let role_logger = tokio::spawn(log_role_changes(raft.metrics()));
     let metrics_exporter = tokio::spawn(metrics::export(raft.clone(), state_machine.clone()));
     let (leader_known_sender, leader_known) = watch::channel(false);
-    let leader_watch = tokio::spawn(watch_leader(raft.metrics(), leader_known_sender));
+    let leader_watch = tokio::spawn(watch_leader(raft.clone(), leader_known_sender));
     if let Err(error) = form_cluster(&raft, &config).await {
         stop_raft(&raft).await;
         let _ = role_logger.await;
@@ -297,17 +297,35 @@ async fn form_cluster(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<()
     }
 }
 
-/// Keeps `leader_known` true while this node knows a leader (itself or another), until the
-/// metrics channel closes (Raft stopped).
-async fn watch_leader(
-    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
-    leader_known: watch::Sender<bool>,
-) {
+/// How often a leader confirms that a majority still follows it, and how long it may take.
+const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
+
+/// Keeps `leader_known` true while this node knows a working leader, until the metrics channel
+/// closes (Raft stopped). A follower trusts the leader it names; a leader must confirm its
+/// majority every [`LEADERSHIP_CHECK`], since a leader cut off from it (its followers dead or
+/// partitioned away) goes on naming itself.
+async fn watch_leader(raft: Raft<TypeConfig>, leader_known: watch::Sender<bool>) {
+    let mut metrics = raft.metrics();
     loop {
-        let known = metrics.borrow_and_update().current_leader.is_some();
+        let (named, leading) = {
+            let current = metrics.borrow_and_update();
+            (
+                current.current_leader.is_some(),
+                current.state == ServerState::Leader,
+            )
+        };
+        let known = if leading {
+            matches!(
+                tokio::time::timeout(LEADERSHIP_CHECK, raft.ensure_linearizable()).await,
+                Ok(Ok(_))
+            )
+        } else {
+            named
+        };
         leader_known.send_if_modified(|was| std::mem::replace(was, known) != known);
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(LEADERSHIP_CHECK), if leading => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A queue node's gRPC health (what the containers' healthchecks ask, `queuectl probe`) says
-//! SERVING only while the node knows a leader: a node left without a majority is NOT_SERVING,
-//! and SERVING again once a leader is back.
+//! SERVING only while the node knows a working leader: a node left without a majority is
+//! NOT_SERVING, a follower and a leader alike (a leader cut off goes on naming itself), and
+//! SERVING again once a majority is back.
 
 mod common;
 
@@ -22,7 +23,18 @@ async fn health(cluster: &Cluster, id: u64) -> Result<String, ProbeError> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_without_a_leader_is_not_serving() {
+async fn a_follower_without_a_leader_is_not_serving() {
+    node_left_alone_is_not_serving(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_its_majority_is_not_serving() {
+    node_left_alone_is_not_serving(true).await;
+}
+
+/// Kills two of three nodes, leaving the leader alone (`leader_left`) or a follower, and
+/// expects NOT_SERVING from the node left, then SERVING once a second node is back.
+async fn node_left_alone_is_not_serving(leader_left: bool) {
     let mut cluster = Cluster::start(&[]).await;
     let leader = cluster.wait_for_leader(ELECTION).await;
     for id in NODE_IDS {
@@ -30,11 +42,11 @@ async fn a_node_without_a_leader_is_not_serving() {
         assert_eq!(answer.ok().as_deref(), Some("SERVING"), "node {id}");
     }
 
-    // The leader and one follower die: the node left behind has no majority, so no leader.
+    // Two nodes die: the node left behind has no majority, so no working leader.
     let alone = NODE_IDS
         .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+        .find(|id| (*id == leader) == leader_left)
+        .expect("a node to leave alone");
     for id in NODE_IDS.into_iter().filter(|id| *id != alone) {
         cluster.kill(id);
     }
