@@ -55,12 +55,12 @@ impl HttpLimits {
         header_read_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(10),
         write_stall_timeout: Duration::from_secs(10),
-        drain_timeout: Duration::from_secs(8),
+        drain_timeout: Duration::from_secs(6),
     };
 }
 
 impl Default for HttpLimits {
-    /// For a public port: 512 connections, 10 s for a head, a body or a stalled write, and 8 s
+    /// For a public port: 512 connections, 10 s for a head, a body or a stalled write, and 6 s
     /// to drain, so that with the rest of a stop SIGTERM ends the process within 10 s.
     fn default() -> Self {
         Self::DEFAULT

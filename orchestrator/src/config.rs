@@ -86,7 +86,7 @@ pub struct Config {
     /// After SIGTERM, how long requests in flight may take, in milliseconds, before their
     /// connections are cut (a checkout cut off is retried with its Idempotency-Key). With the
     /// rest of a stop, the default ends the process within 10 s whatever the clients do.
-    #[arg(long, env = "ORCHESTRATOR_DRAIN_TIMEOUT_MS", default_value_t = 8_000,
+    #[arg(long, env = "ORCHESTRATOR_DRAIN_TIMEOUT_MS", default_value_t = 6_000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub drain_timeout_ms: u64,
 }
