@@ -137,8 +137,10 @@ async fn every_order_is_executed_once_by_priority_with_an_election_per_order() {
         assert_eq!(status["currentOrder"], serde_json::Value::Null, "{status}");
     }
 
-    // Idle executors only read: the Raft log stays as it is.
-    let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+    // Idle executors only read: the Raft log stays as it is. (The leader is asked for with room
+    // to spare: the two hundred elections just run can leave the nodes' first answers slow on a
+    // loaded machine, as in one CI run.)
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let idle_since = wait_for(Duration::from_secs(5), "the last leader to resign", || {
         let cluster = &cluster;
         async move {

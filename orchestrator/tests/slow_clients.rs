@@ -20,17 +20,24 @@ const STOP_BOUND: Duration = Duration::from_secs(10);
 /// The connection limit the test sets, small so that the test opens few sockets.
 const MAX_CONNECTIONS: usize = 16;
 
-/// An orchestrator whose backends and queue nodes are addresses where nothing listens.
+/// An orchestrator whose backends and queue nodes are addresses where nothing listens, with a
+/// queue token of its own (read at start) and no metrics port (tests run side by side).
 fn lone_orchestrator(extra_args: &[&str]) -> Service {
+    let token_dir = tempfile::tempdir().expect("a folder for the queue token");
+    let token_file = token_dir.path().join("orchestrator");
+    std::fs::write(&token_file, "a queue token for a lone orchestrator\n")
+        .expect("write the queue token");
     let mut args: Vec<String> = [
         "--fraud-detection-addr=http://127.0.0.1:9",
         "--transaction-verification-addr=http://127.0.0.1:9",
         "--suggestions-addr=http://127.0.0.1:9",
         "--queue-nodes=127.0.0.1:9",
+        "--metrics-listen=off",
     ]
     .iter()
     .map(|arg| (*arg).to_owned())
     .collect();
+    args.push(format!("--queue-token-file={}", token_file.display()));
     args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
     Service::start("orchestrator", &args)
 }

@@ -9,8 +9,9 @@
 //!   `sync_file_range` does not count: it flushes neither the disk's cache nor the metadata);
 //! - group commit: about one such sync per log entry appended, not one per order (many orders
 //!   share an entry when many clients write at once);
-//! - an order too large for sled's log goes to a file of its own under `blobs/`: that file, and
-//!   then the directory, are synced before the log file, all before the acknowledgement.
+//! - a log entry too large for sled's log goes to a file of its own under `blobs/` (an entry of
+//!   a dozen orders at the node's bound, sent at once): that file, and then the directory, are
+//!   synced before the log file, all before the acknowledgements.
 //!
 //! Needs `strace` (scripts/test installs it) and the right to trace a process this test started
 //! (root, or `kernel.yama.ptrace_scope` 0). The trace's timestamps and the test's are both the
@@ -31,9 +32,13 @@ use common::cluster::{free_port, order, wait_for};
 use queue_raft::{QueueClient, QueueToken, Role};
 use tempfile::TempDir;
 
-/// Orders large enough (a 300 KB title) that sled stores each in a blob file of its own.
-const LARGE_ORDERS: usize = 3;
-const LARGE_TITLE_BYTES: usize = 300 * 1024;
+/// Log entries large enough (about 300 KB: a dozen orders of about 25 KB, sent at once, which
+/// the client sends in one call and the node appends as one entry) that sled stores each in a
+/// blob file of its own. Each order stays within the node's bounds (50 lines, 512-byte titles).
+const LARGE_ENTRIES: usize = 3;
+const ORDERS_PER_LARGE_ENTRY: usize = 12;
+const LARGE_ORDER_LINES: usize = queue_raft::state_machine::MAX_ORDER_LINES;
+const LARGE_TITLE_BYTES: usize = 490;
 const SEQUENTIAL_ORDERS: usize = 100;
 const CONCURRENT_CALLERS: usize = 64;
 const ORDERS_PER_CALLER: usize = 40;
@@ -355,10 +360,18 @@ async fn every_acknowledged_enqueue_follows_a_real_sync_of_the_log() {
     let tracer = Tracer::attach(node.pid(), &trace_dir.path().join("strace.out"));
 
     let mut large = Vec::new();
-    for n in 0..LARGE_ORDERS {
-        let mut order = order(&format!("large-{n}"), 1);
-        order.items[0].title = "x".repeat(LARGE_TITLE_BYTES);
-        large.push(enqueue_order_timed(&client, order).await);
+    for entry in 0..LARGE_ENTRIES {
+        let orders = (0..ORDERS_PER_LARGE_ENTRY).map(|n| {
+            let mut order = order(&format!("large-{entry}-{n}"), 1);
+            order.items = (0..LARGE_ORDER_LINES)
+                .map(|line| pb::QueueItem {
+                    title: format!("{line:02}{}", "x".repeat(LARGE_TITLE_BYTES)),
+                    quantity: 1,
+                })
+                .collect();
+            enqueue_order_timed(&client, order)
+        });
+        large.extend(futures::future::join_all(orders).await);
     }
 
     let mut acknowledged = Vec::new();
@@ -462,7 +475,7 @@ async fn every_acknowledged_enqueue_follows_a_real_sync_of_the_log() {
         .count();
     assert!(
         blob_files > 0,
-        "the large orders made no blob file, so this test did not test blobs"
+        "the large entries made no blob file, so this test did not test blobs"
     );
     let synced = |path_matches: &dyn Fn(&str) -> bool| -> Vec<&SyncCall> {
         calls
